@@ -1,0 +1,3 @@
+from lo_stream.cli import main
+
+main()

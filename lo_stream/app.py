@@ -1,0 +1,38 @@
+"""The Faust app of a deployment, configured from `lo_stream.settings`.
+
+``faust -A lo_stream.app worker`` and ``lo-stream worker`` both run this module's `app`.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from lo_stream.agents import install_agents
+from lo_stream.settings import Settings, load_settings
+
+__all__ = ["app", "create_app"]
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build a Faust app with RocksDB-backed tables and every agent registered."""
+    datadir = settings.data_dir / "worker"
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust does not create it
+    app = faust.App(
+        settings.app_id,
+        broker=settings.faust_broker,
+        store="rocksdb://",
+        datadir=str(datadir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        web_bind=settings.bind_host,
+        web_port=settings.worker_port,
+        web_host=settings.bind_host,
+        # Faust's /table/ pages would publish every student's state without authentication.
+        web_tables_enabled=False,
+        consumer_auto_offset_reset="earliest",
+    )
+    install_agents(app, settings)
+    return app
+
+
+app = create_app(load_settings())

@@ -1,0 +1,164 @@
+"""The ``lo-stream`` command (also ``python -m lo_stream``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from lo_stream.settings import SETTINGS_FILE_ENV, Settings, SettingsError, load_settings
+
+__all__ = ["main"]
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+@click.option(
+    "--settings",
+    "settings_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"TOML settings file (same as {SETTINGS_FILE_ENV}).",
+)
+def cli(settings_file: Path | None) -> None:
+    """lo_stream: learning analytics on Kafka, Faust and Panel."""
+    if settings_file is not None:
+        # Through the environment, so that every process we start reads the same file.
+        os.environ[SETTINGS_FILE_ENV] = str(settings_file.resolve())
+
+
+# -- the embedded broker -------------------------------------------------------------------
+
+
+@cli.group()
+def kafka() -> None:
+    """Run a local single-node Apache Kafka broker (KRaft) from Kafka's jars."""
+
+
+_port_option = click.option("--port", type=int, default=None, help="Broker port (default: LO_STREAM_KAFKA_PORT, 9092).")
+_data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Broker data directory (default: <LO_STREAM_DATA_DIR>/kafka).",
+)
+
+
+def _local_kafka(port: int | None, data_dir: Path | None):
+    from lo_stream.connectors.local_kafka import LocalKafka
+
+    return LocalKafka(_settings(kafka_port=port), data_dir)
+
+
+@kafka.command("start")
+@_port_option
+@_data_dir_option
+def kafka_start(port: int | None, data_dir: Path | None) -> None:
+    """Start the broker (fetching its jars with Maven the first time) and wait until it answers."""
+    from lo_stream.connectors.exceptions import LocalKafkaError
+
+    broker = _local_kafka(port, data_dir)
+    if broker.status().running:
+        click.echo(f"already running: {broker.status().describe()}")
+        return
+    if not (broker.libs_dir / ".complete").exists():
+        click.echo(f"fetching Apache Kafka {broker.settings.kafka_version} jars with Maven into {broker.libs_dir} ...")
+    try:
+        status = broker.start()
+    except LocalKafkaError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(status.describe())
+    click.echo(f"bootstrap: {status.bootstrap}")
+
+
+@kafka.command("stop")
+@_port_option
+@_data_dir_option
+def kafka_stop(port: int | None, data_dir: Path | None) -> None:
+    """Stop the broker of a data directory."""
+    broker = _local_kafka(port, data_dir)
+    if broker.stop():
+        click.echo(f"stopped Kafka (data dir {broker.data_dir})")
+    else:
+        click.echo(f"Kafka was not running (data dir {broker.data_dir})")
+
+
+@kafka.command("status")
+@_port_option
+@_data_dir_option
+def kafka_status(port: int | None, data_dir: Path | None) -> None:
+    """Say whether the broker runs and where its log is; exit code 3 when it does not run."""
+    status = _local_kafka(port, data_dir).status()
+    click.echo(status.describe())
+    if not status.running:
+        sys.exit(3)
+
+
+# -- the worker ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--loglevel", "-l", default="info", show_default=True, help="Worker log level.")
+def worker(loglevel: str) -> None:
+    """Run a Faust worker: consume events, run the agents, keep the tables."""
+    from faust import Worker
+
+    from lo_stream.topics import TopicMismatchError, ensure_topics
+
+    settings = _settings()
+    try:
+        asyncio.run(ensure_topics(settings))
+    except TopicMismatchError as exc:
+        raise click.ClickException(str(exc)) from None
+    from lo_stream.app import app
+
+    Worker(app, loglevel=loglevel).execute_from_commandline()
+
+
+# -- everything at once --------------------------------------------------------------------
+
+
+@cli.command()
+def run() -> None:
+    """Bring up a development deployment: Kafka (unless LO_STREAM_BROKER is set) and a worker.
+
+    Stops what it started on Ctrl-C.
+    """
+    from lo_stream.connectors.exceptions import LocalKafkaError
+    from lo_stream.connectors.local_kafka import LocalKafka
+
+    settings = _settings()
+    broker = None
+    if f"LO_STREAM_BROKER" not in os.environ:
+        broker = LocalKafka(settings)
+        click.echo(f"starting Kafka in {broker.data_dir} (first start fetches its jars with Maven) ...")
+        try:
+            click.echo(broker.start().describe())
+        except LocalKafkaError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"starting the worker on {settings.broker} (topics under '{settings.topic_prefix}.') ...")
+    worker_process = subprocess.Popen([sys.executable, "-m", "lo_stream", "worker"])
+    try:
+        worker_process.wait()
+    except KeyboardInterrupt:
+        worker_process.send_signal(signal.SIGINT)
+        worker_process.wait()
+    finally:
+        if broker is not None:
+            click.echo("stopping Kafka ...")
+            broker.stop()
+    sys.exit(worker_process.returncode or 0)
+
+
+def main() -> None:
+    cli(prog_name="lo-stream")

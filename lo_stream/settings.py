@@ -1,0 +1,169 @@
+"""Settings: the one place for every default (topics, ports, directories, the broker).
+
+Values come, highest priority first, from keyword arguments, ``LO_STREAM_*`` environment
+variables, and an optional TOML file named by ``LO_STREAM_SETTINGS_FILE`` (or the CLI's
+``--settings``). Example::
+
+    >>> from lo_stream.settings import Settings
+    >>> Settings(topic_prefix="study1").topics.events
+    'study1.events'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["ENV_PREFIX", "SETTINGS_FILE_ENV", "Settings", "SettingsError", "TopicNames", "load_settings"]
+
+ENV_PREFIX = "LO_STREAM_"
+SETTINGS_FILE_ENV = f"{ENV_PREFIX}SETTINGS_FILE"
+
+
+class SettingsError(ValueError):
+    """A setting has a value lo_stream cannot use; the message names it and the fix."""
+
+
+class TopicNames(BaseModel):
+    """The Kafka topics of one deployment, all under the same prefix."""
+
+    events: str
+    dead_letters: str
+    rosters: str
+
+
+class Settings(BaseSettings):
+    """How one lo_stream deployment is wired: broker, topics, storage and servers."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    # Kafka
+    broker: str = Field(
+        default="",
+        description="Bootstrap servers, 'host:port[,host:port...]' (a 'kafka://' prefix is accepted). "
+        "Empty means the embedded broker on 127.0.0.1:<kafka_port>.",
+    )
+    topic_prefix: str = Field(default="lo_stream", pattern=r"^[A-Za-z0-9._-]+$")
+    partitions: int = Field(default=4, ge=1, description="Partitions of the events topic and of every table.")
+    replication_factor: int = Field(default=1, ge=1)
+
+    # Where state lives
+    data_dir: Path = Field(default=Path("~/.local/share/lo_stream"), description="Tables and the embedded broker.")
+    cache_dir: Path = Field(default=Path("~/.cache/lo_stream"), description="Downloaded Kafka jars.")
+
+    # The embedded broker (`lo-stream kafka start`)
+    kafka_version: str = Field(default="4.4.0", pattern=r"^[0-9][0-9A-Za-z.+-]*$")
+    kafka_port: int = Field(default=9092, ge=1, le=65535)
+    kafka_controller_port: int = Field(default=0, ge=0, le=65535, description="0 means kafka_port + 1.")
+    kafka_heap: str = Field(default="1g", pattern=r"^[0-9]+[kKmMgG]$")
+    kafka_start_timeout: float = Field(default=90.0, gt=0)
+
+    # Servers (all bound to bind_host)
+    bind_host: str = "127.0.0.1"
+    worker_port: int = Field(default=6066, ge=1, le=65535)
+    gateway_port: int = Field(default=8888, ge=1, le=65535)
+    query_port: int = Field(default=8765, ge=1, le=65535)
+    dashboard_port: int = Field(default=5006, ge=1, le=65535)
+
+    @field_validator("broker")
+    @classmethod
+    def _strip_scheme(cls, value: str) -> str:
+        servers = [s.strip().removeprefix("kafka://") for s in value.replace(";", ",").split(",") if s.strip()]
+        for server in servers:
+            host, _, port = server.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{server!r} is not 'host:port' (example: 127.0.0.1:9092)")
+        return ",".join(servers)
+
+    @field_validator("data_dir", "cache_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> "Settings":
+        if not self.broker:
+            self.broker = f"127.0.0.1:{self.kafka_port}"
+        if not self.kafka_controller_port:
+            self.kafka_controller_port = self.kafka_port + 1
+        return self
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """The broker as aiokafka wants it."""
+        return self.broker.split(",")
+
+    @property
+    def faust_broker(self) -> list[str]:
+        """The broker as Faust wants it."""
+        return [f"kafka://{server}" for server in self.bootstrap_servers]
+
+    @property
+    def topics(self) -> TopicNames:
+        prefix = self.topic_prefix
+        return TopicNames(
+            events=f"{prefix}.events",
+            dead_letters=f"{prefix}.dead-letters",
+            rosters=f"{prefix}.rosters",
+        )
+
+    @property
+    def app_id(self) -> str:
+        """Faust app id: names the consumer group and the tables' changelog topics."""
+        return self.topic_prefix
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``LO_STREAM_*`` variables, to hand to a child process."""
+        return {
+            f"{ENV_PREFIX}{name.upper()}": str(value)
+            for name, value in self.model_dump().items()
+        }
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        settings_file = os.environ.get(SETTINGS_FILE_ENV)
+        if settings_file:
+            path = Path(settings_file).expanduser()
+            if not path.is_file():
+                raise SettingsError(
+                    f"settings file {path} (from {SETTINGS_FILE_ENV}) does not exist: "
+                    "create it or unset the variable"
+                )
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning validation errors into one readable `SettingsError`.
+
+    >>> load_settings(partitions=8).partitions
+    8
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]) or "settings"
+            where = f"{ENV_PREFIX}{name.upper()}" if name in Settings.model_fields else name
+            problems.append(f"{where}={error.get('input')!r}: {error['msg']}")
+        raise SettingsError(
+            "invalid lo_stream settings (environment, settings file or arguments):\n  "
+            + "\n  ".join(problems)
+        ) from None

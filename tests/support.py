@@ -1,0 +1,150 @@
+"""Helpers shared by the tests: free ports, a worker process, producing and reading topics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import UnknownTopicOrPartitionError
+
+from lo_stream.settings import Settings
+
+
+def free_port_pair() -> int:
+    """A port p such that p and p + 1 are both free on 127.0.0.1 (broker + controller)."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port < 65535 and port_is_free(port + 1):
+            return port
+    raise RuntimeError("no two adjacent free ports on 127.0.0.1")
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def lo_stream_command(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m lo_stream ARGS`` and return what it printed and its exit code."""
+    return subprocess.run(
+        [sys.executable, "-m", "lo_stream", *args],
+        capture_output=True, text=True, env=env, timeout=timeout,
+    )
+
+
+class WorkerProcess:
+    """``lo-stream worker`` in a child process, configured by `settings`, logging to a file."""
+
+    def __init__(self, settings: Settings, log_file: Path) -> None:
+        self.settings = settings
+        self.log_file = log_file
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "WorkerProcess":
+        env = {**os.environ, **self.settings.as_env()}
+        with open(self.log_file, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "lo_stream", "worker", "-l", "info"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            )
+        return self
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, as a deployment would; return the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"worker did not stop within {timeout}s; log:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+
+async def produce(settings: Settings, events: Iterable[tuple[str, dict]]) -> None:
+    """Produce (student key, event) pairs to the events topic and wait for the broker's acks."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        batch = [
+            await producer.send(settings.topics.events, key=key.encode(), value=orjson.dumps(event))
+            for key, event in events
+        ]
+        await asyncio.gather(*batch)
+    finally:
+        await producer.stop()
+
+
+async def read_table(settings: Settings, table: str) -> dict:
+    """The latest value of every key in a table, read from its changelog topic."""
+    topic = f"{settings.app_id}-{table}-changelog"
+    # No group: the consumer takes every partition of the topic.
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    try:
+        await consumer.start()
+        assigned = sorted(consumer.assignment())
+        if not assigned:
+            return {}
+        end = await consumer.end_offsets(assigned)
+        state: dict = {}
+        while [tp for tp in assigned if await consumer.position(tp) < end[tp]]:
+            for messages in (await consumer.getmany(timeout_ms=1000)).values():
+                for message in messages:
+                    state[orjson.loads(message.key)] = orjson.loads(message.value)
+        return state
+    except UnknownTopicOrPartitionError:
+        return {}  # the worker has not created the table yet
+    finally:
+        await consumer.stop()
+
+
+async def wait_for_table(
+    settings: Settings, table: str, expected: dict, worker: WorkerProcess, timeout: float = 120
+) -> dict:
+    """Poll a table's changelog until it equals `expected`; fail with the difference and the worker log."""
+    deadline = time.monotonic() + timeout
+    state: dict = {}
+    while time.monotonic() < deadline:
+        state = await read_table(settings, table)
+        if state == expected:
+            return state
+        if worker.process is not None and worker.process.poll() is not None:
+            break
+        await asyncio.sleep(1)
+    wrong = {k: (state.get(k), v) for k, v in expected.items() if state.get(k) != v}
+    extra = sorted(set(state) - set(expected))
+    raise AssertionError(
+        f"table {table} is not as expected after {timeout}s: (found, expected) {dict(list(wrong.items())[:10])}, "
+        f"unexpected keys {extra[:10]}\nworker log:\n{worker.log_tail()}"
+    )
+
+
+def counts(keys: Iterable[str]) -> dict[str, int]:
+    return dict(Counter(keys))
