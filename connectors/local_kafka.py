@@ -225,7 +225,8 @@ class LocalKafka:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise BrokerStartError(
-                    f"Kafka exited with code {process.returncode} while starting. "
+                    f"Kafka exited with code {process.returncode} while starting; its log says why. If its data "
+                    f"is damaged, delete {self.data_dir} or pass another --data-dir. "
                     f"Last lines of {self.log_file}:\n{self._log_tail()}"
                 )
             if asyncio.run(_answers_metadata(self.bootstrap)):

@@ -1,0 +1,125 @@
+"""Settings: one place for every default, overridable from LO_STREAM_* variables and a TOML file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lo_stream.settings import SETTINGS_FILE_ENV, Settings, SettingsError, load_settings
+from tests.support import lo_stream_command
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in [n for n in os.environ if n.startswith("LO_STREAM_")]:
+        monkeypatch.delenv(name)
+
+
+def test_defaults_derive_from_one_place():
+    settings = load_settings()
+    assert settings.broker == "127.0.0.1:9092"
+    assert settings.kafka_controller_port == 9093
+    assert settings.topics.events == "lo_stream.events"
+    assert settings.topics.dead_letters == "lo_stream.dead-letters"
+    assert settings.topics.rosters == "lo_stream.rosters"
+    assert settings.app_id == "lo_stream"
+
+
+def test_environment_overrides_defaults(monkeypatch):
+    monkeypatch.setenv("LO_STREAM_TOPIC_PREFIX", "study7")
+    monkeypatch.setenv("LO_STREAM_PARTITIONS", "12")
+    monkeypatch.setenv("LO_STREAM_KAFKA_PORT", "19092")
+    monkeypatch.setenv("LO_STREAM_DASHBOARD_PORT", "5100")
+    settings = load_settings()
+    assert settings.topics.events == "study7.events"
+    assert settings.partitions == 12
+    assert settings.broker == "127.0.0.1:19092"  # the embedded broker follows its port
+    assert settings.kafka_controller_port == 19093
+    assert settings.dashboard_port == 5100
+
+
+def test_broker_accepts_kafka_urls_and_lists():
+    settings = load_settings(broker="kafka://k1:9092;kafka://k2:9093")
+    assert settings.bootstrap_servers == ["k1:9092", "k2:9093"]
+    assert settings.faust_broker == ["kafka://k1:9092", "kafka://k2:9093"]
+
+
+def test_settings_file_is_read_and_the_environment_wins(tmp_path, monkeypatch):
+    settings_file = tmp_path / "lo_stream.toml"
+    settings_file.write_text('topic_prefix = "from-file"\npartitions = 6\ndata_dir = "/srv/lo_stream"\n')
+    monkeypatch.setenv(SETTINGS_FILE_ENV, str(settings_file))
+    monkeypatch.setenv("LO_STREAM_PARTITIONS", "8")
+    settings = load_settings()
+    assert settings.topic_prefix == "from-file"
+    assert str(settings.data_dir) == "/srv/lo_stream"
+    assert settings.partitions == 8
+
+
+def test_missing_settings_file_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv(SETTINGS_FILE_ENV, str(tmp_path / "nope.toml"))
+    with pytest.raises(SettingsError, match="nope.toml .* does not exist"):
+        load_settings()
+
+
+def test_unknown_key_in_settings_file_is_named(tmp_path, monkeypatch):
+    settings_file = tmp_path / "lo_stream.toml"
+    settings_file.write_text("partitons = 3\n")
+    monkeypatch.setenv(SETTINGS_FILE_ENV, str(settings_file))
+    with pytest.raises(SettingsError, match="partitons=3: Extra inputs are not permitted"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("LO_STREAM_PARTITIONS", "many", "LO_STREAM_PARTITIONS='many'"),
+        ("LO_STREAM_PARTITIONS", "0", "greater than or equal to 1"),
+        ("LO_STREAM_BROKER", "localhost", "is not 'host:port'"),
+        ("LO_STREAM_TOPIC_PREFIX", "my topics", "LO_STREAM_TOPIC_PREFIX='my topics'"),
+        ("LO_STREAM_KAFKA_PORT", "70000", "LO_STREAM_KAFKA_PORT"),
+    ],
+)
+def test_invalid_values_name_the_variable(monkeypatch, variable, value, message):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert message in str(error.value)
+
+
+def test_settings_pass_to_a_child_process_unchanged(monkeypatch):
+    original = load_settings(topic_prefix="child", partitions=3, kafka_port=20000, worker_port=7000)
+    for name, value in original.as_env().items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == original
+
+
+def test_cli_reports_bad_settings_without_a_traceback(tmp_path):
+    env = {"PATH": os.environ["PATH"], "LO_STREAM_PARTITIONS": "many"}
+    result = lo_stream_command("kafka", "status", env=env)
+    assert result.returncode == 1
+    assert "invalid lo_stream settings" in result.stderr and "LO_STREAM_PARTITIONS='many'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_settings_option_reads_the_file(tmp_path):
+    settings_file = tmp_path / "lo_stream.toml"
+    settings_file.write_text(f'data_dir = "{tmp_path / "elsewhere"}"\n')
+    env = {"PATH": os.environ["PATH"]}
+    result = lo_stream_command("--settings", str(settings_file), "kafka", "status", env=env)
+    assert result.returncode == 3
+    assert str(tmp_path / "elsewhere" / "kafka") in result.stdout
+
+
+def test_compose_file_matches_the_embedded_broker():
+    """Docker users get the same Kafka version on the same port as `lo-stream kafka start`."""
+    compose = yaml.safe_load((REPO / "docker-compose.kafka.yml").read_text())
+    kafka = compose["services"]["kafka"]
+    defaults = load_settings()
+    assert kafka["image"] == f"apache/kafka:{defaults.kafka_version}"
+    assert f"127.0.0.1:{defaults.kafka_port}:9092" in kafka["ports"]
+    assert kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{defaults.broker}"
