@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
@@ -86,16 +85,18 @@ class WorkerProcess:
         return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
 
 
-async def produce(settings: Settings, events: Iterable[tuple[str, dict]]) -> None:
-    """Produce (student key, event) pairs to the events topic and wait for the broker's acks."""
+async def produce(settings: Settings, events: Iterable[tuple[str, dict]]) -> list[tuple[str, int]]:
+    """Produce (student key, event) pairs to the events topic, wait for the broker's acks,
+    and return (student key, offset) of each event in order."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
     await producer.start()
     try:
-        batch = [
-            await producer.send(settings.topics.events, key=key.encode(), value=orjson.dumps(event))
-            for key, event in events
-        ]
-        await asyncio.gather(*batch)
+        keys, sends = [], []
+        for key, event in events:
+            keys.append(key)
+            sends.append(await producer.send(settings.topics.events, key=key.encode(), value=orjson.dumps(event)))
+        acks = await asyncio.gather(*sends)
+        return [(key, ack.offset) for key, ack in zip(keys, acks)]
     finally:
         await producer.stop()
 
@@ -146,5 +147,11 @@ async def wait_for_table(
     )
 
 
-def counts(keys: Iterable[str]) -> dict[str, int]:
-    return dict(Counter(keys))
+def expected_counts(produced: Iterable[tuple[str, int]]) -> dict[str, dict]:
+    """What the event_counts table must hold: per student, the count and the offset of the last event."""
+    table: dict[str, dict] = {}
+    for key, offset in produced:
+        entry = table.setdefault(key, {"count": 0, "offset": -1})
+        entry["count"] += 1
+        entry["offset"] = max(entry["offset"], offset)
+    return table

@@ -23,9 +23,15 @@ def install_agents(app: faust.App, settings: Settings) -> None:
         partitions=settings.partitions,
         internal=True,
     )
-    event_counts = rocksdb_table(app, settings, "event_counts", default=int)
+    event_counts = rocksdb_table(app, settings, "event_counts", default=lambda: {"count": 0, "offset": -1})
 
     @app.agent(events, name="count_events")
     async def count_events(stream: faust.StreamT) -> None:
-        async for student, _event in stream.items():
-            event_counts[student] += 1
+        async for event in stream.events():
+            student, offset = event.key, event.message.offset
+            current = event_counts[student]
+            # A student's events all come from one partition, in order: an offset we have
+            # already applied is a re-delivery (at-least-once), and counting it would double it.
+            if offset <= current["offset"]:
+                continue
+            event_counts[student] = {"count": current["count"] + 1, "offset": offset}
