@@ -1,0 +1,242 @@
+"""The researcher's API: a reducer is a small function from (event, state) to the next state.
+
+    from lo_stream import student_event_reducer
+
+    @student_event_reducer(null_state={"count": 0})
+    async def student_event_counter(event, state):
+        return {"count": state["count"] + 1}
+
+The decorator registers the reducer once, with everything lo_stream needs to run it: its id
+(``<python module>.<function>``), its scope (what its state is keyed by), the events it wants,
+its version, and its starting state. The function itself is returned unchanged, so it can be
+unit-tested by calling it.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Sequence, Union
+
+import orjson
+
+__all__ = [
+    "STUDENT",
+    "DuplicateReducerError",
+    "Reducer",
+    "ReducerDefinitionError",
+    "ReducerRegistry",
+    "event_reducer",
+    "registry",
+    "scope_key",
+    "student_event_reducer",
+]
+
+STUDENT = "student"
+"""The scope field naming the student: the envelope's ``metadata.auth.safe_user_id``."""
+
+ReducerFunction = Callable[[dict, Any], Union[Any, Awaitable[Any]]]
+
+
+class ReducerDefinitionError(ValueError):
+    """A reducer was declared in a way lo_stream cannot run."""
+
+
+class DuplicateReducerError(ReducerDefinitionError):
+    """Two reducers claim the same id."""
+
+
+def scope_key(values: Sequence[str]) -> str:
+    """The table key for one scope: the value itself for one field, a JSON list for several.
+
+    >>> scope_key(["s1"]), scope_key(["s1", "doc-9"])
+    ('s1', '["s1","doc-9"]')
+    """
+    return values[0] if len(values) == 1 else orjson.dumps(list(values)).decode()
+
+
+def _scope_value(envelope: dict, field_name: str) -> str | None:
+    if field_name == STUDENT:
+        value = envelope.get("metadata", {}).get("auth", {}).get("safe_user_id")
+    else:
+        value = envelope.get("client")
+        for part in field_name.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Reducer:
+    """One registered reducer. Responsibilities:
+
+    1. say whether it wants an event (its sources and event types; empty means all);
+    2. give the key its state lives under for an event (its scope), or None if the event
+       lacks a scope field;
+    3. turn (event, state) into the next state, starting from a fresh copy of `null_state`.
+    """
+
+    id: str
+    function: ReducerFunction = field(repr=False, compare=False)
+    null_state: Any = None
+    scope: tuple[str, ...] = (STUDENT,)
+    sources: frozenset[str] = frozenset()
+    event_types: frozenset[str] = frozenset()
+    version: int = 1
+
+    @property
+    def table_name(self) -> str:
+        """Name of its table (and so of its changelog topic); a new version gets a new table."""
+        return f"{self.id}-v{self.version}"
+
+    @property
+    def needs_repartition(self) -> bool:
+        """Events are keyed by student; a scope without the student must be regrouped."""
+        return STUDENT not in self.scope
+
+    def wants(self, envelope: dict) -> bool:
+        client = envelope.get("client", {})
+        if self.sources and client.get("source") not in self.sources:
+            return False
+        return not self.event_types or client.get("event") in self.event_types
+
+    def key(self, envelope: dict) -> str | None:
+        values = [_scope_value(envelope, name) for name in self.scope]
+        if any(value is None for value in values):
+            return None
+        return scope_key(values)  # type: ignore[arg-type]
+
+    def initial_state(self) -> Any:
+        return copy.deepcopy(self.null_state)
+
+    async def apply(self, envelope: dict, state: Any) -> Any:
+        """Run the function; accept Learning Observer's ``(internal, external)`` pair (internal is kept)."""
+        result = self.function(envelope, state)
+        if inspect.isawaitable(result):
+            result = await result
+        if isinstance(result, tuple) and len(result) == 2:
+            result = result[0]
+        return result
+
+
+class ReducerRegistry:
+    """Every reducer known to this process, by id, in registration order."""
+
+    def __init__(self) -> None:
+        self._reducers: dict[str, Reducer] = {}
+
+    def add(self, reducer: Reducer) -> None:
+        existing = self._reducers.get(reducer.id)
+        if existing is not None and existing.function is not reducer.function:
+            raise DuplicateReducerError(
+                f"two reducers are named {reducer.id!r} ({_where(existing.function)} and "
+                f"{_where(reducer.function)}): reducer ids are <module>.<function>, rename one of them"
+            )
+        self._reducers[reducer.id] = reducer
+
+    def get(self, reducer_id: str) -> Reducer:
+        try:
+            return self._reducers[reducer_id]
+        except KeyError:
+            known = ", ".join(self._reducers) or "none"
+            raise KeyError(f"no reducer {reducer_id!r} (known: {known})") from None
+
+    def __iter__(self) -> Iterator[Reducer]:
+        return iter(list(self._reducers.values()))
+
+    def __len__(self) -> int:
+        return len(self._reducers)
+
+    def from_module(self, module_name: str) -> list[Reducer]:
+        """The reducers defined in a Python module or package."""
+        return [r for r in self if r.id.startswith(module_name + ".")]
+
+
+registry = ReducerRegistry()
+
+
+def _where(function: Callable) -> str:
+    code = getattr(function, "__code__", None)
+    return f"{code.co_filename}:{code.co_firstlineno}" if code else repr(function)
+
+
+def _names(value: str | Iterable[str] | None, what: str, reducer_id: str) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    names = frozenset([value] if isinstance(value, str) else value)
+    if not all(isinstance(name, str) and name for name in names):
+        raise ReducerDefinitionError(f"reducer {reducer_id}: {what} must be strings, got {value!r}")
+    return names
+
+
+def event_reducer(
+    *,
+    scope: Sequence[str] = (STUDENT,),
+    null_state: Any = None,
+    sources: str | Iterable[str] | None = None,
+    events: str | Iterable[str] | None = None,
+    version: int = 1,
+    registry: ReducerRegistry = registry,
+) -> Callable[[ReducerFunction], ReducerFunction]:
+    """Register a reducer whose state is keyed by `scope`.
+
+    `scope` lists what the state is kept per: ``"student"`` and/or fields of the event as sent
+    (``client.<field>``, dotted paths allowed). An event missing a scope field is not given to
+    the reducer.
+
+    >>> @event_reducer(scope=("student", "doc_id"), null_state={"saves": 0}, events="google_docs_save")
+    ... def saves_per_document(event, state):
+    ...     return {"saves": state["saves"] + 1}
+    """
+
+    def register(function: ReducerFunction) -> ReducerFunction:
+        reducer_id = f"{function.__module__}.{function.__qualname__}"
+        if not callable(function) or "<locals>" in reducer_id:
+            raise ReducerDefinitionError(
+                f"reducer {reducer_id}: decorate a module-level function, so that its id is stable"
+            )
+        if len(inspect.signature(function).parameters) != 2:
+            raise ReducerDefinitionError(f"reducer {reducer_id}: the function must take (event, state)")
+        if not scope or not all(isinstance(name, str) and name for name in scope):
+            raise ReducerDefinitionError(f"reducer {reducer_id}: scope must be a non-empty list of field names")
+        if not isinstance(version, int) or version < 1:
+            raise ReducerDefinitionError(f"reducer {reducer_id}: version must be a positive integer, got {version!r}")
+        try:
+            orjson.dumps(null_state)
+        except TypeError as exc:
+            raise ReducerDefinitionError(f"reducer {reducer_id}: null_state must be JSON-serialisable ({exc})") from None
+        registry.add(
+            Reducer(
+                id=reducer_id,
+                function=function,
+                null_state=copy.deepcopy(null_state),
+                scope=tuple(scope),
+                sources=_names(sources, "sources", reducer_id),
+                event_types=_names(events, "events", reducer_id),
+                version=version,
+            )
+        )
+        return function
+
+    return register
+
+
+def student_event_reducer(
+    *,
+    null_state: Any = None,
+    sources: str | Iterable[str] | None = None,
+    events: str | Iterable[str] | None = None,
+    version: int = 1,
+    registry: ReducerRegistry = registry,
+) -> Callable[[ReducerFunction], ReducerFunction]:
+    """Register a reducer whose state is kept per student.
+
+    >>> @student_event_reducer(null_state={"count": 0})
+    ... async def student_event_counter(event, state):
+    ...     return {"count": state["count"] + 1}
+    """
+    return event_reducer(
+        scope=(STUDENT,), null_state=null_state, sources=sources, events=events, version=version, registry=registry
+    )
