@@ -8,13 +8,15 @@ from __future__ import annotations
 import faust
 
 from lo_stream.agents import install_agents
+from lo_stream.modules import load_modules
+from lo_stream.reducers import registry
 from lo_stream.settings import Settings, load_settings
 
 __all__ = ["app", "create_app"]
 
 
 def create_app(settings: Settings) -> faust.App:
-    """Build a Faust app with RocksDB-backed tables and every agent registered."""
+    """Build a Faust app running the reducers of every installed module, each with its table."""
     datadir = settings.data_dir / "worker"
     datadir.mkdir(parents=True, exist_ok=True)  # Faust does not create it
     app = faust.App(
@@ -31,7 +33,8 @@ def create_app(settings: Settings) -> faust.App:
         web_tables_enabled=False,
         consumer_auto_offset_reset="earliest",
     )
-    install_agents(app, settings)
+    load_modules()
+    install_agents(app, settings, registry)
     return app
 
 

@@ -113,16 +113,43 @@ def worker(loglevel: str) -> None:
     """Run a Faust worker: consume events, run the agents, keep the tables."""
     from faust import Worker
 
+    from lo_stream.modules import ModuleLoadError
+    from lo_stream.reducers import ReducerDefinitionError
     from lo_stream.topics import TopicMismatchError, ensure_topics
 
     settings = _settings()
     try:
         asyncio.run(ensure_topics(settings))
-    except TopicMismatchError as exc:
+        from lo_stream.app import app
+    except (TopicMismatchError, ModuleLoadError, ReducerDefinitionError) as exc:
         raise click.ClickException(str(exc)) from None
-    from lo_stream.app import app
 
     Worker(app, loglevel=loglevel).execute_from_commandline()
+
+
+# -- modules -------------------------------------------------------------------------------
+
+
+@cli.command()
+def modules() -> None:
+    """List the installed modules and the reducers each one brings."""
+    from lo_stream.modules import ModuleLoadError, load_modules
+
+    try:
+        installed = load_modules()
+    except ModuleLoadError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not installed:
+        click.echo('no modules installed (a module declares an entry point in group "lo_stream.modules")')
+    for module in installed:
+        click.echo(f"{module.name}  ({module.package}, from {module.distribution})")
+        for reducer in module.reducers:
+            sources = ", ".join(sorted(reducer.sources)) or "all"
+            events = ", ".join(sorted(reducer.event_types)) or "all"
+            click.echo(
+                f"  {reducer.id}  v{reducer.version}  scope: {', '.join(reducer.scope)}  "
+                f"sources: {sources}  events: {events}"
+            )
 
 
 # -- everything at once --------------------------------------------------------------------

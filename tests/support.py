@@ -147,11 +147,20 @@ async def wait_for_table(
     )
 
 
+def envelope(student: str, **client) -> dict:
+    """An event as the gateway wraps it."""
+    return {
+        "client": client,
+        "server": {"time": 1795548204.0},
+        "metadata": {"auth": {"user_id": student, "safe_user_id": student, "providence": "test"}},
+    }
+
+
 def expected_counts(produced: Iterable[tuple[str, int]]) -> dict[str, dict]:
-    """What the event_counts table must hold: per student, the count and the offset of the last event."""
+    """What the event_count table must hold: per student, the count and the offset of the last event."""
     table: dict[str, dict] = {}
     for key, offset in produced:
-        entry = table.setdefault(key, {"count": 0, "offset": -1})
-        entry["count"] += 1
+        entry = table.setdefault(key, {"state": {"count": 0}, "offset": -1})
+        entry["state"]["count"] += 1
         entry["offset"] = max(entry["offset"], offset)
     return table

@@ -8,9 +8,11 @@ import shutil
 import pytest
 
 from lo_stream.topics import ensure_topics
-from tests.support import WorkerProcess, expected_counts, produce, wait_for_table
+from tests.support import WorkerProcess, envelope, expected_counts, produce, wait_for_table
 
 pytestmark = pytest.mark.kafka
+
+EVENT_COUNT = "lo_stream.writing.event_count-v1"
 
 
 def writing_events(n: int, students: int, seed: int) -> list[tuple[str, dict]]:
@@ -19,7 +21,7 @@ def writing_events(n: int, students: int, seed: int) -> list[tuple[str, dict]]:
     keys = [f"student-{i:03d}" for i in range(students)]
     weights = [i + 1 for i in range(students)]
     return [
-        (key, {"client": {"event": "keystroke", "source": "org.mitros.writing_analytics", "timestamp": i}})
+        (key, envelope(key, event="keystroke", source="org.mitros.writing_analytics", timestamp=i))
         for i, key in enumerate(rng.choices(keys, weights, k=n))
     ]
 
@@ -29,11 +31,11 @@ async def test_worker_counts_each_students_events_exactly(settings, tmp_path):
     produced = await produce(settings, writing_events(3000, students=40, seed=1))
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     try:
-        await wait_for_table(settings, "event_counts", expected_counts(produced), worker)
+        await wait_for_table(settings, EVENT_COUNT, expected_counts(produced), worker)
     finally:
         assert worker.stop() == 0, worker.log_tail()
     # The state lives in RocksDB files, one database per table partition.
-    databases = sorted((settings.data_dir / "worker").glob("v*/tables/event_counts-*.db"))
+    databases = sorted((settings.data_dir / "worker").glob(f"v*/tables/{EVENT_COUNT}-*.db"))
     assert databases, f"no RocksDB table files under {settings.data_dir / 'worker'}"
     assert all((db / "CURRENT").exists() for db in databases)
 
@@ -48,7 +50,7 @@ async def test_table_state_survives_restarts_exactly(settings, tmp_path):
         produced.extend(await produce(settings, writing_events(1500, students=30, seed=seed)))
         worker.start()
         try:
-            await wait_for_table(settings, "event_counts", expected_counts(produced), worker)
+            await wait_for_table(settings, EVENT_COUNT, expected_counts(produced), worker)
         finally:
             assert worker.stop() == 0, worker.log_tail()
 
@@ -61,4 +63,4 @@ async def test_table_state_survives_restarts_exactly(settings, tmp_path):
     # And once more: Faust may leave offsets uncommitted after a rebuild and re-deliver; the
     # offset kept with each student's state makes re-delivered events count once.
     await run_phase(seed=4)
-    assert sum(entry["count"] for entry in expected_counts(produced).values()) == 6000
+    assert sum(entry["state"]["count"] for entry in expected_counts(produced).values()) == 6000

@@ -1,29 +1,36 @@
-"""RocksDB-backed Faust tables, one per piece of per-key state, each with a changelog topic.
+"""RocksDB-backed Faust tables, one per reducer version, each with a changelog topic.
 
-Every table here is rebuildable from its changelog topic (``<app id>-<table>-changelog``):
-a worker that loses its local RocksDB files recovers the exact state on start.
+A table value is ``{"state": <the reducer's state>, "offset": <offset of the last event applied>}``.
+Keeping the offset with the state, in one record, makes re-delivered events (at-least-once)
+harmless, and tells readers which event a value reflects.
+
+Every table is rebuildable from its changelog topic (``<app id>-<reducer id>-v<version>-changelog``):
+a worker that loses its local RocksDB files recovers the exact state on start. The changelog
+topics are also the change feed (see `lo_stream.tables.change_feed`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import faust
 
+from lo_stream.reducers import Reducer
 from lo_stream.settings import Settings
 
-__all__ = ["rocksdb_table"]
+__all__ = ["changelog_topic", "reducer_table"]
 
 
-def rocksdb_table(app: faust.App, settings: Settings, name: str, *, default: Callable[[], Any]) -> faust.Table:
-    """Declare a table keyed by str, stored in RocksDB (through rocksdict), partitioned like the events topic.
-
-    >>> counts = rocksdb_table(app, settings, "event_counts", default=int)  # doctest: +SKIP
-    """
+def reducer_table(app: faust.App, settings: Settings, reducer: Reducer) -> faust.Table:
+    """Declare the table of one reducer version: keyed by str, in RocksDB (rocksdict),
+    partitioned like the events topic. Missing keys read as None."""
     return app.Table(
-        name,
-        default=default,
+        reducer.table_name,
+        default=None,
         key_type=str,
         partitions=settings.partitions,
         options={"driver": "rocksdict"},
     )
+
+
+def changelog_topic(settings: Settings, reducer: Reducer) -> str:
+    """The compacted topic holding every change of a reducer's table."""
+    return f"{settings.app_id}-{reducer.table_name}-changelog"

@@ -1,0 +1,52 @@
+"""Modules: Python packages that bring reducers (and later queries and dashboards).
+
+A module registers itself with an entry point in its ``pyproject.toml``::
+
+    [project.entry-points."lo_stream.modules"]
+    mymodule = "mymodule"
+
+``pip install -e mymodule`` makes it live on the next worker start; ``lo-stream modules``
+lists what is installed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from lo_stream.reducers import Reducer, ReducerDefinitionError, ReducerRegistry, registry
+
+__all__ = ["ENTRY_POINT_GROUP", "Module", "ModuleLoadError", "load_modules"]
+
+ENTRY_POINT_GROUP = "lo_stream.modules"
+
+
+class ModuleLoadError(RuntimeError):
+    """An installed module could not be imported or declares something wrong."""
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    package: str
+    distribution: str
+    reducers: tuple[Reducer, ...]
+
+
+def load_modules(reducers: ReducerRegistry = registry) -> list[Module]:
+    """Import every installed module; return them with the reducers each one registered."""
+    modules = []
+    for entry_point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
+        distribution = entry_point.dist.name if entry_point.dist else "?"
+        try:
+            package = entry_point.load()
+        except ReducerDefinitionError as exc:
+            raise ModuleLoadError(f"module {entry_point.name!r} (from {distribution}): {exc}") from None
+        except Exception as exc:  # its own code failed: say whose, and how to get rid of it
+            raise ModuleLoadError(
+                f"module {entry_point.name!r} ({entry_point.value}, from {distribution}) failed to import: "
+                f"{type(exc).__name__}: {exc}. Fix it, or remove it with: pip uninstall {distribution}"
+            ) from exc
+        package_name = getattr(package, "__name__", entry_point.value)
+        modules.append(Module(entry_point.name, package_name, distribution, tuple(reducers.from_module(package_name))))
+    return modules
