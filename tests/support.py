@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -85,16 +85,17 @@ class WorkerProcess:
         return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
 
 
-async def produce(settings: Settings, events: Iterable[tuple[str, dict]]) -> list[tuple[str, int]]:
-    """Produce (student key, event) pairs to the events topic, wait for the broker's acks,
-    and return (student key, offset) of each event in order."""
+async def produce(settings: Settings, events: Iterable[tuple[str, dict | list | bytes]]) -> list[tuple[str, int]]:
+    """Produce (student key, envelope / list of envelopes / raw bytes) to the events topic, wait for
+    the broker's acks, and return (student key, offset) of each message in order."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
     await producer.start()
     try:
         keys, sends = [], []
         for key, event in events:
             keys.append(key)
-            sends.append(await producer.send(settings.topics.events, key=key.encode(), value=orjson.dumps(event)))
+            value = event if isinstance(event, bytes) else orjson.dumps(event)
+            sends.append(await producer.send(settings.topics.events, key=key.encode(), value=value))
         acks = await asyncio.gather(*sends)
         return [(key, ack.offset) for key, ack in zip(keys, acks)]
     finally:
@@ -103,7 +104,11 @@ async def produce(settings: Settings, events: Iterable[tuple[str, dict]]) -> lis
 
 async def read_table(settings: Settings, table: str) -> dict:
     """The latest value of every key in a table, read from its changelog topic."""
-    topic = f"{settings.app_id}-{table}-changelog"
+    return await read_topic(settings, f"{settings.app_id}-{table}-changelog")
+
+
+async def read_topic(settings: Settings, topic: str, *, latest_per_key: bool = True) -> Any:
+    """Every record of a topic, as {key: latest value} or as a list of (key, value); JSON-decoded."""
     # No group: the consumer takes every partition of the topic.
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
@@ -112,28 +117,32 @@ async def read_table(settings: Settings, table: str) -> dict:
         await consumer.start()
         assigned = sorted(consumer.assignment())
         if not assigned:
-            return {}
+            return {} if latest_per_key else []
         end = await consumer.end_offsets(assigned)
-        state: dict = {}
+        records = []
         while [tp for tp in assigned if await consumer.position(tp) < end[tp]]:
             for messages in (await consumer.getmany(timeout_ms=1000)).values():
-                for message in messages:
-                    state[orjson.loads(message.key)] = orjson.loads(message.value)
-        return state
+                records.extend((message.key, orjson.loads(message.value)) for message in messages)
+        if latest_per_key:
+            return {orjson.loads(key): value for key, value in records}
+        return records
     except UnknownTopicOrPartitionError:
-        return {}  # the worker has not created the table yet
+        return {} if latest_per_key else []  # not created yet
     finally:
         await consumer.stop()
 
 
 async def wait_for_table(
-    settings: Settings, table: str, expected: dict, worker: WorkerProcess, timeout: float = 120
+    settings: Settings, table: str, expected: dict, worker: WorkerProcess, timeout: float = 120, *, states_only=False
 ) -> dict:
-    """Poll a table's changelog until it equals `expected`; fail with the difference and the worker log."""
+    """Poll a table's changelog until it equals `expected` (only the reducer states, without the
+    offsets, when `states_only`); fail with the difference and the worker log."""
     deadline = time.monotonic() + timeout
     state: dict = {}
     while time.monotonic() < deadline:
         state = await read_table(settings, table)
+        if states_only:
+            state = {key: value["state"] for key, value in state.items()}
         if state == expected:
             return state
         if worker.process is not None and worker.process.poll() is not None:

@@ -1,0 +1,14 @@
+"""A small lo_stream module: per-document save counts, and a reducer that fails on purpose."""
+
+from lo_stream import event_reducer, student_event_reducer
+
+
+@event_reducer(scope=("student", "doc_id"), null_state={"saves": 0}, events="google_docs_save")
+def saves_per_document(event, state):
+    return {"saves": state["saves"] + 1}
+
+
+@student_event_reducer(null_state={"words": 0}, events="word_count")
+async def fragile_word_total(event, state):
+    # Raises on events without an integer "words": they must go to the dead-letter topic.
+    return {"words": state["words"] + int(event["client"]["words"])}

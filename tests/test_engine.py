@@ -1,0 +1,116 @@
+"""The engine on a real broker: installed modules' reducers run per student (and per document),
+every table equals an independent computation, and bad input goes to the dead-letter topic."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lo_stream.topics import ensure_topics
+from tests.support import WorkerProcess, envelope, lo_stream_command, produce, read_topic, wait_for_table
+
+pytestmark = pytest.mark.kafka
+
+SAMPLE_MODULE = Path(__file__).parent / "sample_module"
+
+
+@pytest.fixture
+def sample_module():
+    """`pip install -e` a module into this environment for the test, and remove it after."""
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    subprocess.run([*pip, "install", "--no-deps", "-e", str(SAMPLE_MODULE)], check=True, timeout=300)
+    try:
+        yield "lo_sample"
+    finally:
+        subprocess.run([*pip, "uninstall", "--yes", "lo-sample-module"], check=True, timeout=120)
+
+
+def classroom(students: int, events: int, seed: int) -> tuple[list, dict]:
+    """Messages for the events topic, and the independent computation of every table."""
+    rng = random.Random(seed)
+    messages: list = []
+    per_student: dict[str, list[dict]] = defaultdict(list)
+    for i in range(events):
+        student = f"s{rng.randrange(students):03d}"
+        kind = rng.choices(["keystroke", "google_docs_save", "word_count", "visibility"], [70, 15, 10, 5])[0]
+        client = {"event": kind, "source": "org.mitros.writing_analytics", "timestamp": 1_000_000 + i * 150 + rng.randrange(-400, 400)}
+        if kind == "google_docs_save":
+            client["doc_id"] = f"doc-{rng.randrange(3)}"
+        if kind == "word_count":
+            client["words"] = rng.choice([rng.randrange(200), "many"])  # "many" makes the reducer raise
+        event = envelope(student, **client)
+        per_student[student].append(event)
+        if rng.random() < 0.1:  # sometimes a batch of the same student's events in one message
+            batch = [event] + [envelope(student, **{**client, "timestamp": client["timestamp"] + k}) for k in (1, 2)]
+            per_student[student].extend(batch[1:])
+            messages.append((student, batch))
+        else:
+            messages.append((student, event))
+
+    expected: dict[str, dict] = {"count": {}, "typing": {}, "saves": Counter(), "words": {}, "bad_words": 0}
+    for student, events_of_student in per_student.items():
+        clients = [e["client"] for e in events_of_student]
+        expected["count"][student] = {"count": len(clients)}
+        edits = sorted(c["timestamp"] for c in clients if c["event"] in ("keystroke", "google_docs_save"))[-10:]
+        if edits:
+            expected["typing"][student] = {
+                "timestamps": edits,
+                "median_interval_ms": float(np.median(np.diff(edits))) if len(edits) > 1 else None,
+            }
+        for c in clients:
+            if c["event"] == "google_docs_save":
+                expected["saves"][f'["{student}","{c["doc_id"]}"]'] += 1
+        words = [c["words"] for c in clients if c["event"] == "word_count"]
+        if any(isinstance(w, int) for w in words):
+            expected["words"][student] = {"words": sum(w for w in words if isinstance(w, int))}
+        expected["bad_words"] += sum(1 for w in words if not isinstance(w, int))
+    expected["saves"] = {key: {"saves": n} for key, n in expected["saves"].items()}
+    return messages, expected
+
+
+async def test_installed_module_runs_and_every_table_is_exact(settings, sample_module, tmp_path):
+    listing = lo_stream_command("modules")
+    assert listing.returncode == 0, listing.stderr
+    assert "sample  (lo_sample, from lo-sample-module)" in listing.stdout
+    assert "lo_sample.saves_per_document  v1  scope: student, doc_id" in listing.stdout
+    assert "lo_stream.writing.typing_speed" in listing.stdout
+
+    await ensure_topics(settings)
+    messages, expected = classroom(students=60, events=4000, seed=7)
+    malformed = [
+        ("s000", b"{not json"),
+        ("s001", envelope("s002", event="keystroke", timestamp=1)),  # keyed to the wrong student
+        ("s003", {"client": "not an object", "metadata": {"auth": {"safe_user_id": "s003"}}}),
+    ]
+    await produce(settings, messages[:2000] + malformed + messages[2000:])
+
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        for table, values in [
+            ("lo_stream.writing.event_count-v1", expected["count"]),
+            ("lo_stream.writing.typing_speed-v1", expected["typing"]),
+            ("lo_sample.saves_per_document-v1", expected["saves"]),
+            ("lo_sample.fragile_word_total-v1", expected["words"]),
+        ]:
+            await wait_for_table(settings, table, values, worker, states_only=True)
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+
+    dead = [value for _, value in await read_topic(settings, settings.topics.dead_letters, latest_per_key=False)]
+    raised = [d for d in dead if d["reason"] == "reducer raised"]
+    assert len(raised) == expected["bad_words"] > 0
+    assert {d["reducer"] for d in raised} == {"lo_sample.fragile_word_total"}
+    assert all(d["error"].startswith("ValueError: invalid literal for int()") for d in raised)
+    assert all(d["raw"]["client"]["words"] == "many" for d in raised)  # the event itself is kept
+    reasons = sorted(d["reason"] for d in dead if d["reason"] != "reducer raised")
+    assert len(reasons) == 3
+    assert reasons[0].startswith("malformed event: not JSON")
+    assert "has no 'client' object" in reasons[1]
+    assert "is for student 's002' but the message is keyed 's001'" in reasons[2]
+    assert next(d for d in dead if "not JSON" in d["reason"])["raw"] == "{not json"
