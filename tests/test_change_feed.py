@@ -1,0 +1,50 @@
+"""The change feed: another process sees every table change, with the offset of its event."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import pytest
+
+from lo_stream.modules import load_modules
+from lo_stream.reducers import registry
+from lo_stream.tables.change_feed import ChangeFeed
+from lo_stream.topics import ensure_topics
+from tests.support import WorkerProcess, envelope, produce
+
+pytestmark = pytest.mark.kafka
+
+
+async def test_subscriber_sees_every_change_in_order(settings, tmp_path):
+    await ensure_topics(settings)
+    load_modules()
+    counter = registry.get("lo_stream.writing.event_count")
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    seen: dict[str, list] = defaultdict(list)
+    try:
+        # Subscribe before the worker has created the table: the feed must find it when it appears.
+        async with ChangeFeed(settings, [counter], from_beginning=True) as feed:
+            produced = await produce(
+                settings, [(f"s{i % 5}", envelope(f"s{i % 5}", event="keystroke", timestamp=i)) for i in range(50)]
+            )
+
+            async def collect() -> None:
+                async for change in feed:
+                    assert (change.reducer_id, change.version) == ("lo_stream.writing.event_count", 1)
+                    seen[change.key].append((change.state["count"], change.offset))
+                    if sum(len(v) for v in seen.values()) == len(produced):
+                        return
+
+            await asyncio.wait_for(collect(), timeout=120)
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+
+    offsets_by_student: dict[str, list[int]] = defaultdict(list)
+    for student, offset in produced:
+        offsets_by_student[student].append(offset)
+    # One change per event, counting up, each carrying the offset of the event that caused it.
+    assert {student: [count for count, _ in changes] for student, changes in seen.items()} == {
+        f"s{i}": list(range(1, 11)) for i in range(5)
+    }
+    assert {student: [offset for _, offset in changes] for student, changes in seen.items()} == offsets_by_student
