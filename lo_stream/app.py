@@ -32,6 +32,7 @@ def create_app(settings: Settings) -> faust.App:
         # Faust's /table/ pages would publish every student's state without authentication.
         web_tables_enabled=False,
         consumer_auto_offset_reset="earliest",
+        processing_guarantee=settings.processing_guarantee,
     )
     load_modules()
     install_agents(app, settings, registry)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -54,6 +55,10 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(default="lo_stream", pattern=r"^[A-Za-z0-9._-]+$")
     partitions: int = Field(default=4, ge=1, description="Partitions of the events topic and of every table.")
     replication_factor: int = Field(default=1, ge=1)
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        default="at_least_once",
+        description="exactly_once makes table writes and offset commits one Kafka transaction.",
+    )
 
     # Where state lives
     data_dir: Path = Field(default=Path("~/.local/share/lo_stream"), description="Tables and the embedded broker.")

@@ -111,7 +111,11 @@ async def read_topic(settings: Settings, topic: str, *, latest_per_key: bool = T
     """Every record of a topic, as {key: latest value} or as a list of (key, value); JSON-decoded."""
     # No group: the consumer takes every partition of the topic.
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
+        topic,
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
     )
     try:
         await consumer.start()

@@ -40,8 +40,10 @@ async def test_worker_counts_each_students_events_exactly(settings, tmp_path):
     assert all((db / "CURRENT").exists() for db in databases)
 
 
-async def test_table_state_survives_restarts_exactly(settings, tmp_path):
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+async def test_table_state_survives_restarts_exactly(settings, tmp_path, guarantee):
     """Counts continue from the restored state: lost state would give fewer, reprocessed events more."""
+    settings = settings.model_copy(update={"processing_guarantee": guarantee})
     await ensure_topics(settings)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     produced: list[tuple[str, int]] = []

@@ -53,6 +53,8 @@ class ChangeFeed:
             bootstrap_servers=settings.bootstrap_servers,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if from_beginning else "latest",
+            # Under exactly-once, changes of aborted transactions must never be seen.
+            isolation_level="read_committed",
             # A table's changelog appears when its worker first starts: notice it soon.
             metadata_max_age_ms=1000,
         )
