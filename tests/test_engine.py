@@ -9,6 +9,7 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
 
@@ -99,6 +100,7 @@ async def test_installed_module_runs_and_every_table_is_exact(settings, sample_m
             ("lo_sample.fragile_word_total-v1", expected["words"]),
         ]:
             await wait_for_table(settings, table, values, worker, states_only=True)
+        metrics = await scrape_metrics(settings.worker_port)
     finally:
         assert worker.stop() == 0, worker.log_tail()
 
@@ -114,3 +116,28 @@ async def test_installed_module_runs_and_every_table_is_exact(settings, sample_m
     assert "has no 'client' object" in reasons[1]
     assert "is for student 's002' but the message is keyed 's001'" in reasons[2]
     assert next(d for d in dead if "not JSON" in d["reason"])["raw"] == "{not json"
+
+    # The worker's /metrics tells the same story.
+    assert metrics['lo_stream_reducer_errors_total{reducer="lo_sample.fragile_word_total"}'] == expected["bad_words"]
+    total_events = sum(v["count"] for v in expected["count"].values())
+    assert metrics['lo_stream_reducer_events_total{reducer="lo_stream.writing.event_count"}'] == total_events
+    assert metrics['lo_stream_dead_letters_total{reason="malformed event"}'] == 3
+    assert metrics['lo_stream_dead_letters_total{reason="reducer raised"}'] == expected["bad_words"]
+    lags = {name: value for name, value in metrics.items() if name.startswith("lo_stream_consumer_lag{")}
+    assert {f'lo_stream_consumer_lag{{partition="{p}",topic="{settings.topics.events}"}}' for p in range(4)} <= set(lags)
+    assert all(value == 0 for name, value in lags.items() if settings.topics.events in name)
+    assert metrics["process_resident_memory_bytes"] > 0
+
+
+async def scrape_metrics(port: int) -> dict[str, float]:
+    """The worker's Prometheus metrics as {'name{labels}': value}."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+            assert response.status == 200
+            text = await response.text()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples

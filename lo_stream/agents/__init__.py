@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 import faust
 
+from lo_stream.agents.metrics import WorkerMetrics
 from lo_stream.dead_letters import dead_letter_record
 from lo_stream.envelopes import MalformedEventError, decode_envelopes
 from lo_stream.reducers import Reducer, ReducerDefinitionError
@@ -48,10 +49,12 @@ def install_agents(app: faust.App, settings: Settings, reducers: Iterable[Reduce
     )
     dead_letters = app.topic(settings.topics.dead_letters, key_serializer="raw", value_serializer="raw")
     tables = {reducer.id: reducer_table(app, settings, reducer) for reducer in reducers}
+    metrics = WorkerMetrics(app)
 
     async def send_dead_letter(event: faust.EventT, reason: str, raw: Any, **context: Any) -> None:
         message = event.message
         logger.warning("dead letter (%s) at %s[%s]@%s", reason, message.topic, message.partition, message.offset)
+        metrics.dead_letters.labels(reason.split(":")[0]).inc()
         await dead_letters.send(
             key=(event.key or "").encode(),
             value=dead_letter_record(
@@ -81,11 +84,14 @@ def install_agents(app: faust.App, settings: Settings, reducers: Iterable[Reduce
                 else:
                     stored = table.get(key)
                     if stored is not None and stored["offset"] >= offset:
+                        metrics.redeliveries.labels(reducer.id).inc()
                         continue  # already applied before a restart or rebalance
                     state = reducer.initial_state() if stored is None else stored["state"]
                 try:
                     changed[key] = await reducer.apply(envelope, state)
+                    metrics.events.labels(reducer.id).inc()
                 except Exception as exc:  # a researcher's function: its failure must not stop the stream
+                    metrics.errors.labels(reducer.id).inc()
                     await send_dead_letter(
                         event, "reducer raised", envelope, reducer=reducer.id, version=reducer.version,
                         error=f"{type(exc).__name__}: {exc}",
