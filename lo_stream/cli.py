@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -124,7 +125,19 @@ def worker(loglevel: str) -> None:
     except (TopicMismatchError, ModuleLoadError, ReducerDefinitionError) as exc:
         raise click.ClickException(str(exc)) from None
 
-    Worker(app, loglevel=loglevel).execute_from_commandline()
+    try:
+        Worker(app, loglevel=loglevel).execute_from_commandline()
+    except SystemExit as done:
+        exit_code = done.code if isinstance(done.code, int) else 1
+    else:
+        exit_code = 0
+    # Faust has stopped every service (tables closed, offsets committed) by now. Under
+    # exactly-once a leftover non-daemon thread was seen keeping the stopped process alive at
+    # interpreter exit, so leave without waiting for it.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)
 
 
 # -- modules -------------------------------------------------------------------------------

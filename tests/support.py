@@ -136,17 +136,24 @@ async def read_topic(settings: Settings, topic: str, *, latest_per_key: bool = T
         await consumer.stop()
 
 
+def state_and_offset(value: dict) -> dict:
+    return {"state": value["state"], "offset": value["offset"]}
+
+
+def state_only(value: dict) -> Any:
+    return value["state"]
+
+
 async def wait_for_table(
-    settings: Settings, table: str, expected: dict, worker: WorkerProcess, timeout: float = 120, *, states_only=False
+    settings: Settings, table: str, expected: dict, worker: WorkerProcess, timeout: float = 120,
+    *, project=state_and_offset,
 ) -> dict:
-    """Poll a table's changelog until it equals `expected` (only the reducer states, without the
-    offsets, when `states_only`); fail with the difference and the worker log."""
+    """Poll a table's changelog until its values, passed through `project`, equal `expected`;
+    fail with the difference and the worker log."""
     deadline = time.monotonic() + timeout
     state: dict = {}
     while time.monotonic() < deadline:
-        state = await read_table(settings, table)
-        if states_only:
-            state = {key: value["state"] for key, value in state.items()}
+        state = {key: project(value) for key, value in (await read_table(settings, table)).items()}
         if state == expected:
             return state
         if worker.process is not None and worker.process.poll() is not None:

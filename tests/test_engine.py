@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lo_stream.topics import ensure_topics
-from tests.support import WorkerProcess, envelope, lo_stream_command, produce, read_topic, wait_for_table
+from tests.support import WorkerProcess, envelope, lo_stream_command, produce, read_topic, state_only, wait_for_table
 
 pytestmark = pytest.mark.kafka
 
@@ -40,7 +40,12 @@ def classroom(students: int, events: int, seed: int) -> tuple[list, dict]:
     for i in range(events):
         student = f"s{rng.randrange(students):03d}"
         kind = rng.choices(["keystroke", "google_docs_save", "word_count", "visibility"], [70, 15, 10, 5])[0]
-        client = {"event": kind, "source": "org.mitros.writing_analytics", "timestamp": 1_000_000 + i * 150 + rng.randrange(-400, 400)}
+        client = {
+            "event": kind,
+            "source": "org.mitros.writing_analytics",
+            "timestamp": 1_000_000 + i * 150 + rng.randrange(-400, 400),
+            "class_id": f"class-{int(student[1:]) % 3}",
+        }
         if kind == "google_docs_save":
             client["doc_id"] = f"doc-{rng.randrange(3)}"
         if kind == "word_count":
@@ -54,7 +59,10 @@ def classroom(students: int, events: int, seed: int) -> tuple[list, dict]:
         else:
             messages.append((student, event))
 
-    expected: dict[str, dict] = {"count": {}, "typing": {}, "saves": Counter(), "words": {}, "bad_words": 0}
+    expected: dict[str, dict] = {
+        "count": {}, "typing": {}, "saves": Counter(), "words": {}, "bad_words": 0, "classes": defaultdict(set),
+        "class_events": Counter(),
+    }
     for student, events_of_student in per_student.items():
         clients = [e["client"] for e in events_of_student]
         expected["count"][student] = {"count": len(clients)}
@@ -71,7 +79,14 @@ def classroom(students: int, events: int, seed: int) -> tuple[list, dict]:
         if any(isinstance(w, int) for w in words):
             expected["words"][student] = {"words": sum(w for w in words if isinstance(w, int))}
         expected["bad_words"] += sum(1 for w in words if not isinstance(w, int))
+        for c in clients:
+            expected["class_events"][c["class_id"]] += 1
+            expected["classes"][c["class_id"]].add(student)
     expected["saves"] = {key: {"saves": n} for key, n in expected["saves"].items()}
+    expected["classes"] = {
+        class_id: {"events": expected["class_events"][class_id], "students": sorted(students)}
+        for class_id, students in expected["classes"].items()
+    }
     return messages, expected
 
 
@@ -80,6 +95,7 @@ async def test_installed_module_runs_and_every_table_is_exact(settings, sample_m
     assert listing.returncode == 0, listing.stderr
     assert "sample  (lo_sample, from lo-sample-module)" in listing.stdout
     assert "lo_sample.saves_per_document  v1  scope: student, doc_id" in listing.stdout
+    assert "lo_sample.class_activity  v1  scope: class_id" in listing.stdout
     assert "lo_stream.writing.typing_speed" in listing.stdout
 
     await ensure_topics(settings)
@@ -98,8 +114,10 @@ async def test_installed_module_runs_and_every_table_is_exact(settings, sample_m
             ("lo_stream.writing.typing_speed-v1", expected["typing"]),
             ("lo_sample.saves_per_document-v1", expected["saves"]),
             ("lo_sample.fragile_word_total-v1", expected["words"]),
+            # Keyed by class, not student: regrouped through a repartition topic.
+            ("lo_sample.class_activity-v1", expected["classes"]),
         ]:
-            await wait_for_table(settings, table, values, worker, states_only=True)
+            await wait_for_table(settings, table, values, worker, project=state_only)
         metrics = await scrape_metrics(settings.worker_port)
     finally:
         assert worker.stop() == 0, worker.log_tail()

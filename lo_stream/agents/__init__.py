@@ -1,27 +1,34 @@
 """Faust agents: route every event on the events topic to the reducers that want it.
 
-Responsibilities of the reducing agent:
+Responsibilities:
 
 1. decode each message into envelopes (one, or a batch of one student's), dead-lettering
    anything malformed with the reason;
 2. give each envelope, in order, to every reducer that wants it, under the key of its scope;
-3. write each reducer's table once per message per key, with the offset of that message, and
-   skip keys whose stored offset shows the message was already applied (a re-delivery);
+   a reducer whose scope is not keyed by student (e.g. per class) gets its events through a
+   repartition topic keyed by its own key;
+3. write each reducer's table once per message per key, remembering per source partition the
+   position of the last event applied, and skip events at or before it (re-deliveries);
 4. dead-letter an event a reducer raised on, with the reducer id and the error, and carry on:
    the other reducers still get that event.
+
+Repartitioning is done by hand rather than with Faust's ``group_by``: one message may hold a
+batch of envelopes that belong to several keys, and each forwarded event must keep its source
+partition and offset so that re-deliveries can be recognised downstream.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import faust
+import orjson
 
 from lo_stream.agents.metrics import WorkerMetrics
 from lo_stream.dead_letters import dead_letter_record
 from lo_stream.envelopes import MalformedEventError, decode_envelopes
-from lo_stream.reducers import Reducer, ReducerDefinitionError
+from lo_stream.reducers import Reducer
 from lo_stream.settings import Settings
 from lo_stream.tables import reducer_table
 
@@ -33,12 +40,6 @@ logger = logging.getLogger(__name__)
 def install_agents(app: faust.App, settings: Settings, reducers: Iterable[Reducer]) -> None:
     """Register the reducing agent and one table per reducer on `app`."""
     reducers = list(reducers)
-    regrouped = [r.id for r in reducers if r.needs_repartition]
-    if regrouped:
-        raise ReducerDefinitionError(
-            f"reducers {regrouped} are not keyed by student; only student scopes (optionally with event "
-            "fields, e.g. scope=('student', 'doc_id')) run in this version"
-        )
     # internal=True: Faust creates the topic with our partition count when it is missing.
     events = app.topic(
         settings.topics.events,
@@ -63,43 +64,97 @@ def install_agents(app: faust.App, settings: Settings, reducers: Iterable[Reduce
             ),
         )
 
+    async def apply(reducer: Reducer, event: faust.EventT, items: list[Item]) -> None:
+        """Apply one message's items to a reducer's table: one write per key."""
+        table = tables[reducer.id]
+        changed: dict[str, dict] = {}
+        for item in items:
+            entry = changed.get(item.key) or table.get(item.key)
+            applied = entry["applied"] if entry else {}
+            done = applied.get(item.partition)
+            if done is not None and [item.offset, item.index] <= done:
+                metrics.redeliveries.labels(reducer.id).inc()
+                continue  # applied before a restart or rebalance
+            state = entry["state"] if entry else reducer.initial_state()
+            try:
+                state = await reducer.apply(item.envelope, state)
+            except Exception as exc:  # a researcher's function: its failure must not stop the stream
+                metrics.errors.labels(reducer.id).inc()
+                await send_dead_letter(
+                    event, "reducer raised", item.envelope, reducer=reducer.id, version=reducer.version,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                continue
+            metrics.events.labels(reducer.id).inc()
+            changed[item.key] = {
+                "state": state,
+                "offset": item.offset,
+                "partition": int(item.partition),
+                "applied": {**applied, item.partition: [item.offset, item.index]},
+            }
+        for key, entry in changed.items():
+            table[key] = entry
+
     async def reduce_message(event: faust.EventT) -> None:
-        offset = event.message.offset
+        message = event.message
         try:
             envelopes = decode_envelopes(event.value, event.key)
         except MalformedEventError as exc:
             await send_dead_letter(event, f"malformed event: {exc}", event.value)
             return
         for reducer in reducers:
-            table = tables[reducer.id]
-            changed: dict[str, Any] = {}
-            for envelope in envelopes:
-                if not reducer.wants(envelope):
-                    continue
-                key = reducer.key(envelope)
-                if key is None:
-                    continue
-                if key in changed:
-                    state = changed[key]
-                else:
-                    stored = table.get(key)
-                    if stored is not None and stored["offset"] >= offset:
-                        metrics.redeliveries.labels(reducer.id).inc()
-                        continue  # already applied before a restart or rebalance
-                    state = reducer.initial_state() if stored is None else stored["state"]
-                try:
-                    changed[key] = await reducer.apply(envelope, state)
-                    metrics.events.labels(reducer.id).inc()
-                except Exception as exc:  # a researcher's function: its failure must not stop the stream
-                    metrics.errors.labels(reducer.id).inc()
-                    await send_dead_letter(
-                        event, "reducer raised", envelope, reducer=reducer.id, version=reducer.version,
-                        error=f"{type(exc).__name__}: {exc}",
-                    )
-            for key, state in changed.items():
-                table[key] = {"state": state, "offset": offset}
+            items = [
+                Item(key, envelope, str(message.partition), message.offset, index)
+                for index, envelope in enumerate(envelopes)
+                if reducer.wants(envelope) and (key := reducer.key(envelope)) is not None
+            ]
+            if not items:
+                continue
+            if reducer.needs_repartition:
+                await forward(reducer, items)
+            else:
+                await apply(reducer, event, items)
+
+    async def forward(reducer: Reducer, items: list[Item]) -> None:
+        by_key: dict[str, list] = {}
+        for item in items:
+            by_key.setdefault(item.key, []).append(item._asdict())
+        for key, batch in by_key.items():
+            await regroup_topics[reducer.id].send(key=key, value=orjson.dumps(batch))
+
+    regroup_topics = {
+        reducer.id: _install_regrouped(app, settings, reducer, apply) for reducer in reducers if reducer.needs_repartition
+    }
 
     @app.agent(events, name="lo_stream.reduce")
     async def reduce_events(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await reduce_message(event)
+
+
+class Item(NamedTuple):
+    """One envelope for one reducer key, with where it came from on the events topic."""
+
+    key: str
+    envelope: dict
+    partition: str  # a str: JSON object keys in the stored table value are strings
+    offset: int
+    index: int  # position in a batch message
+
+
+def _install_regrouped(app: faust.App, settings: Settings, reducer: Reducer, apply: Any) -> faust.TopicT:
+    """The repartition topic of a reducer not keyed by student, and the agent applying it."""
+    topic = app.topic(
+        f"{settings.app_id}-{reducer.table_name}-repartition",
+        key_type=str,
+        value_serializer="raw",
+        partitions=settings.partitions,
+        internal=True,
+    )
+
+    @app.agent(topic, name=f"lo_stream.regroup.{reducer.table_name}")
+    async def reduce_regrouped(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await apply(reducer, event, [Item(**item) for item in orjson.loads(event.value)])
+
+    return topic

@@ -12,3 +12,11 @@ def saves_per_document(event, state):
 async def fragile_word_total(event, state):
     # Raises on events without an integer "words": they must go to the dead-letter topic.
     return {"words": state["words"] + int(event["client"]["words"])}
+
+
+@event_reducer(scope=("class_id",), null_state={"events": 0, "students": []})
+def class_activity(event, state):
+    """Per class (not per student): events seen and which students sent them."""
+    student = event["metadata"]["auth"]["safe_user_id"]
+    students = state["students"] if student in state["students"] else sorted(state["students"] + [student])
+    return {"events": state["events"] + 1, "students": students}
