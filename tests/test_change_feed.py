@@ -22,6 +22,7 @@ async def test_subscriber_sees_every_change_in_order(settings, tmp_path):
     counter = registry.get("lo_stream.writing.event_count")
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     seen: dict[str, list] = defaultdict(list)
+    partitions: dict[str, set] = defaultdict(set)
     try:
         # Subscribe before the worker has created the table: the feed must find it when it appears.
         async with ChangeFeed(settings, [counter], from_beginning=True) as feed:
@@ -33,6 +34,7 @@ async def test_subscriber_sees_every_change_in_order(settings, tmp_path):
                 async for change in feed:
                     assert (change.reducer_id, change.version) == ("lo_stream.writing.event_count", 1)
                     seen[change.key].append((change.state["count"], change.offset))
+                    partitions[change.key].add(change.partition)
                     if sum(len(v) for v in seen.values()) == len(produced):
                         return
 
@@ -48,3 +50,4 @@ async def test_subscriber_sees_every_change_in_order(settings, tmp_path):
         f"s{i}": list(range(1, 11)) for i in range(5)
     }
     assert {student: [offset for _, offset in changes] for student, changes in seen.items()} == offsets_by_student
+    assert all(len(p) == 1 for p in partitions.values())  # a student's events all live in one partition

@@ -1,8 +1,14 @@
 """RocksDB-backed Faust tables, one per reducer version, each with a changelog topic.
 
-A table value is ``{"state": <the reducer's state>, "offset": <offset of the last event applied>}``.
-Keeping the offset with the state, in one record, makes re-delivered events (at-least-once)
-harmless, and tells readers which event a value reflects.
+A table value is::
+
+    {"state": <the reducer's state>,
+     "partition": <events-topic partition>, "offset": <offset> of the event that last changed it,
+     "applied": {"<events-topic partition>": [offset, index in batch], ...}}
+
+``applied`` marks, per source partition, the last event folded into the state; keeping it in the
+same record as the state makes re-delivered events (at-least-once) harmless. A student's table
+has one source partition; a class-scoped one may have several.
 
 Every table is rebuildable from its changelog topic (``<app id>-<reducer id>-v<version>-changelog``):
 a worker that loses its local RocksDB files recovers the exact state on start. The changelog

@@ -28,7 +28,8 @@ __all__ = ["Change", "ChangeFeed"]
 
 @dataclass(frozen=True)
 class Change:
-    """One table write: a reducer's new state for a key, and the event offset that caused it."""
+    """One table write: a reducer's new state for a key, and where on the events topic the event
+    that caused it is (partition and offset)."""
 
     reducer_id: str
     version: int
@@ -78,5 +79,5 @@ class ChangeFeed:
                 key=orjson.loads(record.key),
                 state=value["state"],
                 offset=value["offset"],
-                partition=record.partition,
+                partition=value["partition"],
             )
