@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 LO := $(VENV)/bin/lo-stream
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test kafka kafka-stop clean
+.PHONY: install run test kafka kafka-stop bench-latency clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ kafka: install
 
 kafka-stop: install
 	$(LO) kafka stop
+
+# Event -> change-feed subscriber latency (docs/benchmarks.md); BENCH_ARGS="--rate 1000".
+bench-latency: install
+	$(PY) bench/change_feed_latency.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info
