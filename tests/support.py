@@ -54,18 +54,23 @@ def lo_stream_command(*args: str, env: dict[str, str] | None = None, timeout: fl
 
 
 class WorkerProcess:
-    """``lo-stream worker`` in a child process, configured by `settings`, logging to a file."""
+    """A worker in a child process (``lo-stream worker``, or Faust's own command line), configured
+    by `settings`, logging to a file."""
 
-    def __init__(self, settings: Settings, log_file: Path) -> None:
+    LO_STREAM = ("-m", "lo_stream", "worker", "-l", "info")
+    FAUST = ("-m", "faust", "-A", "lo_stream.app", "worker", "-l", "info")
+
+    def __init__(self, settings: Settings, log_file: Path, command: tuple[str, ...] = LO_STREAM) -> None:
         self.settings = settings
         self.log_file = log_file
+        self.command = command
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "WorkerProcess":
         env = {**os.environ, **self.settings.as_env()}
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "lo_stream", "worker", "-l", "info"],
+                [sys.executable, *self.command],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             )
         return self

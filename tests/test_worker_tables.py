@@ -26,10 +26,12 @@ def writing_events(n: int, students: int, seed: int) -> list[tuple[str, dict]]:
     ]
 
 
-async def test_worker_counts_each_students_events_exactly(settings, tmp_path):
+@pytest.mark.parametrize("command", [WorkerProcess.LO_STREAM, WorkerProcess.FAUST], ids=["lo-stream", "faust"])
+async def test_worker_counts_each_students_events_exactly(settings, tmp_path, command):
+    """`lo-stream worker`, and `faust -A lo_stream.app worker` for people who know Faust."""
     await ensure_topics(settings)
     produced = await produce(settings, writing_events(3000, students=40, seed=1))
-    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    worker = WorkerProcess(settings, tmp_path / "worker.log", command).start()
     try:
         await wait_for_table(settings, EVENT_COUNT, expected_counts(produced), worker)
     finally:
