@@ -8,9 +8,19 @@ from __future__ import annotations
 import bisect
 import statistics
 
-from lo_stream.reducers import student_event_reducer
+from lo_stream.reducers import event_reducer, student_event_reducer
 
-__all__ = ["EDIT_EVENTS", "TYPING_WINDOW", "event_count", "typing_speed"]
+__all__ = [
+    "EDIT_EVENTS",
+    "TIME_ON_TASK_BIN_MS",
+    "TIME_ON_TASK_GAP_CAP_MS",
+    "TYPING_WINDOW",
+    "documents",
+    "event_count",
+    "text",
+    "time_on_task",
+    "typing_speed",
+]
 
 EDIT_EVENTS = ("keystroke", "google_docs_save")
 TYPING_WINDOW = 10
@@ -29,8 +39,8 @@ def typing_speed(event, state):
 
     Timestamps (``client.timestamp``, ms) may arrive out of order: the 10 latest are kept sorted.
     """
-    timestamp = event["client"].get("timestamp")
-    if not isinstance(timestamp, (int, float)) or isinstance(timestamp, bool):
+    timestamp = _timestamp(event)
+    if timestamp is None:
         return state
     timestamps = list(state["timestamps"])
     bisect.insort(timestamps, timestamp)
@@ -40,3 +50,119 @@ def typing_speed(event, state):
         "timestamps": timestamps,
         "median_interval_ms": statistics.median(intervals) if intervals else None,
     }
+
+
+TIME_ON_TASK_GAP_CAP_MS = 60_000
+"""A pause longer than this (ms) counts as this much time on task: the student stepped away."""
+TIME_ON_TASK_BIN_MS = 600_000
+"""Time on task is also kept per window of this length (ms), keyed by the window's start."""
+
+
+def _timestamp(event) -> float | None:
+    timestamp = event["client"].get("timestamp")
+    if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)):
+        return None
+    return timestamp
+
+
+@event_reducer(scope=("student", "doc_id"), null_state={"total_ms": 0, "last_timestamp": None, "bins": {}})
+def time_on_task(event, state):
+    """Time a student spent on a document: the gaps between their events, each capped at 60 s,
+    in total and per 10-minute window (a gap counts in the window of the event that ends it).
+
+    An event older than the latest one seen adds nothing and does not move the clock back.
+    Example: events at 0 s, 10 s and 200 s give 10 s + 60 s = 70 s.
+    """
+    timestamp = _timestamp(event)
+    last = state["last_timestamp"]
+    if timestamp is None or (last is not None and timestamp <= last):
+        return state
+    if last is None:
+        return {**state, "last_timestamp": timestamp}
+    gap = min(timestamp - last, TIME_ON_TASK_GAP_CAP_MS)
+    window = str(int(timestamp // TIME_ON_TASK_BIN_MS * TIME_ON_TASK_BIN_MS))
+    bins = {**state["bins"], window: state["bins"].get(window, 0) + gap}
+    return {"total_ms": state["total_ms"] + gap, "last_timestamp": timestamp, "bins": bins}
+
+
+def _apply_command(text: str, cursor: int, command) -> tuple[str, int]:
+    """Apply one Google Docs command; unknown or malformed commands change nothing.
+
+    Indices are 1-based and inclusive; out-of-range ones are clamped to the text (an insert past
+    the end appends, a delete past the end stops at the end).
+    """
+    if not isinstance(command, dict):
+        return text, cursor
+    kind = command.get("ty")
+    if kind == "is" and isinstance(command.get("s"), str) and isinstance(command.get("ibi"), int):
+        at = min(max(command["ibi"], 1), len(text) + 1) - 1
+        return text[:at] + command["s"] + text[at:], at + len(command["s"]) + 1
+    if kind == "ds" and isinstance(command.get("si"), int) and isinstance(command.get("ei"), int):
+        start, end = max(command["si"], 1), min(command["ei"], len(text))
+        if start > end:
+            return text, cursor
+        return text[: start - 1] + text[end:], start
+    if kind == "mlti" and isinstance(command.get("mts"), list):
+        for inner in command["mts"]:
+            text, cursor = _apply_command(text, cursor, inner)
+        return text, cursor
+    if kind == "rplc":
+        snapshot = command.get("snapshot")
+        if isinstance(snapshot, str):
+            return snapshot, len(snapshot) + 1
+        if isinstance(snapshot, list):
+            return _apply_commands("", 1, snapshot)
+    return text, cursor
+
+
+def _apply_commands(text: str, cursor: int, commands) -> tuple[str, int]:
+    for command in commands if isinstance(commands, list) else []:
+        text, cursor = _apply_command(text, cursor, command)
+    return text, cursor
+
+
+def _text_state(text: str, cursor: int) -> dict:
+    return {"text": text, "cursor": cursor, "characters": len(text), "words": len(text.split())}
+
+
+@event_reducer(
+    scope=("student", "doc_id"),
+    null_state=_text_state("", 1),
+    events=("google_docs_save", "document_history"),
+)
+def text(event, state):
+    """The text of a Google Doc as the student wrote it, rebuilt from the edits in save events
+    (``client.bundles[].commands[]``), or from scratch from a ``document_history`` event
+    (``client.history.changelog``: entries whose first element is a command), with the cursor
+    (1-based, after the last insert or at the start of the last delete) and character and word
+    counts.
+
+    Example: inserting "Hello" at 1 then " world" at 6 gives "Hello world", 2 words.
+    """
+    client = event["client"]
+    if client.get("event") == "document_history":
+        changelog = (client.get("history") or {}).get("changelog") if isinstance(client.get("history"), dict) else None
+        commands = [entry[0] for entry in changelog or [] if isinstance(entry, list) and entry]
+        return _text_state(*_apply_commands("", 1, commands))
+    text_now, cursor = state["text"], state["cursor"]
+    for bundle in client.get("bundles") or []:
+        if isinstance(bundle, dict):
+            text_now, cursor = _apply_commands(text_now, cursor, bundle.get("commands"))
+    return _text_state(text_now, cursor)
+
+
+@student_event_reducer(null_state={"documents": {}, "last_document": None})
+def documents(event, state):
+    """The documents a student touched (events with a ``client.doc_id``), each with its latest
+    access time (``client.timestamp``), and the most recently accessed one.
+
+    Example: doc "a" at t=5 then doc "b" at t=3 keeps "a" as the last document.
+    """
+    doc_id = event["client"].get("doc_id")
+    timestamp = _timestamp(event)
+    if not isinstance(doc_id, str) or timestamp is None:
+        return state
+    seen = state["documents"].get(doc_id, {}).get("last_access")
+    docs = {**state["documents"], doc_id: {"last_access": timestamp if seen is None else max(seen, timestamp)}}
+    last = max(docs, key=lambda d: docs[d]["last_access"])
+    return {"documents": docs, "last_document": last}
