@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import faust
 
 from lo_stream.agents import install_agents
@@ -13,6 +15,8 @@ from lo_stream.reducers import registry
 from lo_stream.settings import Settings, load_settings
 
 __all__ = ["app", "create_app"]
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -34,6 +38,11 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         processing_guarantee=settings.processing_guarantee,
     )
+    if settings.processing_guarantee == "exactly_once":
+        logger.warning(
+            "LO_STREAM_PROCESSING_GUARANTEE=exactly_once is experimental: with faust-streaming 0.15.3 tables "
+            "can miss events across restarts (docs/engine.md). The default, at_least_once, keeps them exact."
+        )
     load_modules()
     install_agents(app, settings, registry)
     return app

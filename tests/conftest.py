@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -40,3 +42,15 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         worker_port=free_port(),
     )
+
+
+@pytest.fixture
+def sample_module() -> Iterator[str]:
+    """`pip install -e` the test suite's module (tests/sample_module) for one test, then remove it."""
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    source = Path(__file__).parent / "sample_module"
+    subprocess.run([*pip, "install", "--no-deps", "-e", str(source)], check=True, timeout=300)
+    try:
+        yield "lo_sample"
+    finally:
+        subprocess.run([*pip, "uninstall", "--yes", "lo-sample-module"], check=True, timeout=120)

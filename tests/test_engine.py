@@ -4,10 +4,7 @@ every table equals an independent computation, and bad input goes to the dead-le
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -17,20 +14,6 @@ from lo_stream.topics import ensure_topics
 from tests.support import WorkerProcess, envelope, lo_stream_command, produce, read_topic, state_only, wait_for_table
 
 pytestmark = pytest.mark.kafka
-
-SAMPLE_MODULE = Path(__file__).parent / "sample_module"
-
-
-@pytest.fixture
-def sample_module():
-    """`pip install -e` a module into this environment for the test, and remove it after."""
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    subprocess.run([*pip, "install", "--no-deps", "-e", str(SAMPLE_MODULE)], check=True, timeout=300)
-    try:
-        yield "lo_sample"
-    finally:
-        subprocess.run([*pip, "uninstall", "--yes", "lo-sample-module"], check=True, timeout=120)
-
 
 def classroom(students: int, events: int, seed: int) -> tuple[list, dict]:
     """Messages for the events topic, and the independent computation of every table."""
