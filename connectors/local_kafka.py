@@ -194,7 +194,8 @@ class LocalKafka:
     def _format_storage(self, java: str, libs: Path) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         command = self._java_command(
-            java, libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self._config_file)
+            # "=": an id may start with "-", which would otherwise read as an option.
+            java, libs, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self._config_file)
         )
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:

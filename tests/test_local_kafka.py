@@ -7,11 +7,13 @@ import os
 import shutil
 import socket
 import stat
+import uuid
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from lo_stream.connectors.local_kafka import LocalKafka, find_java
 from lo_stream.settings import load_settings
 from lo_stream.topics import ensure_topics
 from tests.support import free_port_pair, lo_stream_command, port_is_free
@@ -172,3 +174,13 @@ def test_broker_that_exits_while_starting_shows_why(tmp_path):
     assert "Kafka exited with code 1 while starting" in result.stderr
     assert "node ID not found" in result.stderr  # the broker's own reason, from its log
     assert "delete" in result.stderr and "--data-dir" in result.stderr
+
+
+def test_storage_formats_when_the_random_cluster_id_starts_with_a_dash(tmp_path, monkeypatch):
+    """One cluster id in 64 starts with "-"; Kafka's storage tool must not take it for an option."""
+    broker = LocalKafka(load_settings(kafka_port=free_port_pair(), data_dir=tmp_path))
+    broker.data_dir.mkdir(parents=True)
+    broker._config_file.write_text(broker._server_properties())
+    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(bytes=b"\xfb" + b"\x01" * 15))
+    broker._format_storage(find_java(), broker.fetch_jars())
+    assert "cluster.id=-wEB" in (broker.data_dir / "logs" / "meta.properties").read_text()
