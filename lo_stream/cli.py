@@ -170,7 +170,7 @@ def modules() -> None:
 
 @cli.command()
 def run() -> None:
-    """Bring up a development deployment: Kafka (unless LO_STREAM_BROKER is set) and a worker.
+    """Bring up a development deployment: Kafka (unless a broker is configured) and a worker.
 
     Stops what it started on Ctrl-C.
     """
@@ -179,7 +179,7 @@ def run() -> None:
 
     settings = _settings()
     broker = None
-    if f"LO_STREAM_BROKER" not in os.environ:
+    if settings.embedded_broker:
         broker = LocalKafka(settings)
         click.echo(f"starting Kafka in {broker.data_dir} (first start fetches its jars with Maven) ...")
         try:

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     query_port: int = Field(default=8765, ge=1, le=65535)
     dashboard_port: int = Field(default=5006, ge=1, le=65535)
 
+    _embedded_broker: bool = PrivateAttr(default=False)
+
     @field_validator("broker")
     @classmethod
     def _strip_scheme(cls, value: str) -> str:
@@ -96,10 +98,16 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _derive_defaults(self) -> "Settings":
         if not self.broker:
+            self._embedded_broker = True
             self.broker = f"127.0.0.1:{self.kafka_port}"
         if not self.kafka_controller_port:
             self.kafka_controller_port = self.kafka_port + 1
         return self
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True when no broker was configured: lo_stream's own (`lo-stream kafka start`) is meant."""
+        return self._embedded_broker
 
     @property
     def bootstrap_servers(self) -> list[str]:
