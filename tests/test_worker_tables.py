@@ -61,7 +61,7 @@ async def test_worker_counts_each_students_events_exactly(settings, tmp_path, co
 EXACTLY_ONCE_LOSES_EVENTS = pytest.mark.xfail(
     strict=False,
     reason="faust-streaming 0.15.3 exactly-once: across SIGTERM restarts the tables can miss events "
-    "(4 of 5 runs with a repartition topic, 1 of 9 without; docs/engine.md)",
+    "(5 of 5 runs with a repartition topic, 1 of 9 without; docs/engine.md)",
 )
 
 

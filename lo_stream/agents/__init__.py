@@ -51,6 +51,10 @@ def install_agents(app: faust.App, settings: Settings, reducers: Iterable[Reduce
     dead_letters = app.topic(settings.topics.dead_letters, key_serializer="raw", value_serializer="raw")
     tables = {reducer.id: reducer_table(app, settings, reducer) for reducer in reducers}
     metrics = WorkerMetrics(app)
+    # Bound once: labels() per event would cost a lookup and a lock on the hot path.
+    applied_events = {r.id: metrics.events.labels(r.id) for r in reducers}
+    failed_events = {r.id: metrics.errors.labels(r.id) for r in reducers}
+    redelivered_events = {r.id: metrics.redeliveries.labels(r.id) for r in reducers}
 
     async def send_dead_letter(event: faust.EventT, reason: str, raw: Any, **context: Any) -> None:
         message = event.message
@@ -73,19 +77,19 @@ def install_agents(app: faust.App, settings: Settings, reducers: Iterable[Reduce
             applied = entry["applied"] if entry else {}
             done = applied.get(item.partition)
             if done is not None and [item.offset, item.index] <= done:
-                metrics.redeliveries.labels(reducer.id).inc()
+                redelivered_events[reducer.id].inc()
                 continue  # applied before a restart or rebalance
             state = entry["state"] if entry else reducer.initial_state()
             try:
                 state = await reducer.apply(item.envelope, state)
             except Exception as exc:  # a researcher's function: its failure must not stop the stream
-                metrics.errors.labels(reducer.id).inc()
+                failed_events[reducer.id].inc()
                 await send_dead_letter(
                     event, "reducer raised", item.envelope, reducer=reducer.id, version=reducer.version,
                     error=f"{type(exc).__name__}: {exc}",
                 )
                 continue
-            metrics.events.labels(reducer.id).inc()
+            applied_events[reducer.id].inc()
             changed[item.key] = {
                 "state": state,
                 "offset": item.offset,
