@@ -21,6 +21,8 @@ from typing import Any, Awaitable, Callable, Iterable, Iterator, Sequence, Union
 
 import orjson
 
+from lo_stream.envelopes import student_of
+
 __all__ = [
     "STUDENT",
     "DuplicateReducerError",
@@ -58,7 +60,7 @@ def scope_key(values: Sequence[str]) -> str:
 
 def _scope_value(envelope: dict, field_name: str) -> str | None:
     if field_name == STUDENT:
-        value = envelope.get("metadata", {}).get("auth", {}).get("safe_user_id")
+        value = student_of(envelope)
     else:
         value = envelope.get("client")
         for part in field_name.split("."):
