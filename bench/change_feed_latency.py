@@ -36,14 +36,14 @@ from lo_stream.reducers import registry  # noqa: E402
 from lo_stream.settings import load_settings  # noqa: E402
 from lo_stream.tables.change_feed import ChangeFeed  # noqa: E402
 from lo_stream.topics import ensure_topics  # noqa: E402
-from tests.support import WorkerProcess, envelope, free_port, free_port_pair  # noqa: E402
+from tests.support import ServiceProcess, envelope, free_port, free_port_pair  # noqa: E402
 
 
 async def measure(settings, rate: float, seconds: float, students: int, log_dir: Path) -> list[float]:
     await ensure_topics(settings)
     load_modules()
     reducer = registry.get("lo_stream.writing.typing_speed")
-    worker = WorkerProcess(settings, log_dir / "worker.log").start()
+    worker = ServiceProcess(settings, log_dir / "worker.log").start()
     latencies: list[float] = []
     try:
         async with ChangeFeed(settings, [reducer], from_beginning=True) as feed:

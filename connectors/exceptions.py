@@ -7,6 +7,8 @@ __all__ = [
     "LocalKafkaError",
     "MavenNotFoundError",
     "PortInUseError",
+    "RosterFileError",
+    "TokenFileError",
 ]
 
 
@@ -32,3 +34,11 @@ class PortInUseError(LocalKafkaError):
 
 class BrokerStartError(LocalKafkaError):
     """The broker exited or did not answer in time."""
+
+
+class TokenFileError(ValueError):
+    """The gateway's tokens file is unreadable, or a token change cannot be made."""
+
+
+class RosterFileError(ValueError):
+    """A roster or courses file cannot be loaded; the message names the line and field."""

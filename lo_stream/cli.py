@@ -165,6 +165,96 @@ def modules() -> None:
             )
 
 
+# -- ways in: the gateway and its tokens ---------------------------------------------------
+
+
+@cli.command()
+@click.option("--port", type=int, default=None, help="Port (default: LO_STREAM_GATEWAY_PORT, 8888).")
+@click.option(
+    "--insecure-identity",
+    is_flag=True,
+    default=None,
+    help="Development only: accept test_framework_fake_identity (LO_STREAM_GATEWAY_INSECURE_IDENTITY).",
+)
+def gateway(port: int | None, insecure_identity: bool | None) -> None:
+    """Serve the ingest gateway: websocket /wsapi/in/, POST /api/events, /healthz, /metrics."""
+    from aiohttp import web
+
+    from lo_stream.connectors.gateway import Gateway
+    from lo_stream.topics import TopicMismatchError, ensure_topics
+
+    settings = _settings(gateway_port=port, gateway_insecure_identity=insecure_identity)
+    try:
+        asyncio.run(ensure_topics(settings))
+    except TopicMismatchError as exc:
+        raise click.ClickException(str(exc)) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    web.run_app(
+        Gateway(settings).app(),
+        host=settings.bind_host,
+        port=settings.gateway_port,
+        print=lambda _: click.echo(
+            f"gateway on ws://{settings.bind_host}:{settings.gateway_port}/wsapi/in/ "
+            f"and http://{settings.bind_host}:{settings.gateway_port}/api/events -> {settings.topics.events}"
+        ),
+    )
+
+
+@cli.group()
+def tokens() -> None:
+    """Client tokens for the gateway (stored hashed in LO_STREAM_GATEWAY_TOKENS_FILE)."""
+
+
+def _token_store():
+    from lo_stream.connectors.auth import TokenStore
+
+    return TokenStore(_settings().gateway_tokens_file)
+
+
+@tokens.command("add")
+@click.argument("user_id")
+@click.option("--name", default=None, help="A name to revoke it by (default: the user id).")
+def tokens_add(user_id: str, name: str | None) -> None:
+    """Create a token whose events belong to USER_ID, and print it (it is not shown again)."""
+    from lo_stream.connectors.exceptions import TokenFileError
+
+    store = _token_store()
+    try:
+        token = store.add(user_id, name)
+    except TokenFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(token)
+    click.echo(f"(stored hashed in {store.path}; give it to the client, it is not shown again)", err=True)
+
+
+@tokens.command("list")
+def tokens_list() -> None:
+    """List token names, users and creation times (never the tokens)."""
+    from lo_stream.connectors.exceptions import TokenFileError
+
+    try:
+        entries = _token_store().entries()
+    except TokenFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    for entry in entries:
+        click.echo(f"{entry['name']}  user: {entry['user_id']}  created: {entry.get('created', '?')}")
+
+
+@tokens.command("revoke")
+@click.argument("name")
+def tokens_revoke(name: str) -> None:
+    """Revoke the token called NAME; the gateway refuses it from its next use."""
+    from lo_stream.connectors.exceptions import TokenFileError
+
+    try:
+        revoked = _token_store().revoke(name)
+    except TokenFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not revoked:
+        raise click.ClickException(f"no token named {name!r} (see lo-stream tokens list)")
+    click.echo(f"revoked {name}")
+
+
 # -- everything at once --------------------------------------------------------------------
 
 

@@ -11,9 +11,52 @@ student (producers batch to cut per-message cost). The message key is the studen
 
 from __future__ import annotations
 
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
 import orjson
 
-__all__ = ["MalformedEventError", "decode_envelopes", "student_of"]
+__all__ = ["Identity", "MalformedEventError", "decode_envelopes", "encode_message", "make_envelope", "student_of"]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who sent an event, as ``metadata.auth`` records it.
+
+    `providence` says how we know: ``token`` (a client token), ``tsu`` (the unauthenticated test
+    identity of development mode), ``log`` (a log file replayed by an operator).
+
+    >>> Identity.of("ana lima", "tsu").safe_user_id
+    'ana+lima'
+    """
+
+    user_id: str
+    safe_user_id: str
+    providence: str
+
+    @classmethod
+    def of(cls, user_id: str, providence: str) -> "Identity":
+        # The key of every table: safe in topic keys, URLs and file names, readable for e-mails.
+        return cls(user_id, urllib.parse.quote_plus(user_id, safe="@"), providence)
+
+    def as_auth(self) -> dict[str, str]:
+        return {"user_id": self.user_id, "safe_user_id": self.safe_user_id, "providence": self.providence}
+
+
+def make_envelope(event: dict, identity: Identity, **server: Any) -> dict:
+    """Wrap an event as sent by a client: ``server`` gets the receive time plus what is given."""
+    return {
+        "client": event,
+        "server": {"time": time.time(), **server},
+        "metadata": {"auth": identity.as_auth()},
+    }
+
+
+def encode_message(envelopes: list[dict]) -> bytes:
+    """The value of one events-topic message: a lone envelope, or a list of one student's."""
+    return orjson.dumps(envelopes[0] if len(envelopes) == 1 else envelopes)
 
 
 class MalformedEventError(ValueError):

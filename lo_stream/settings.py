@@ -39,6 +39,7 @@ class TopicNames(BaseModel):
     events: str
     dead_letters: str
     rosters: str
+    courses: str
 
 
 class Settings(BaseSettings):
@@ -78,6 +79,21 @@ class Settings(BaseSettings):
     query_port: int = Field(default=8765, ge=1, le=65535)
     dashboard_port: int = Field(default=5006, ge=1, le=65535)
 
+    # The ingest gateway (`lo-stream gateway`)
+    gateway_tokens_file: Path | None = Field(
+        default=None,
+        description="Client tokens (hashed), managed with `lo-stream tokens`. Default: <data_dir>/gateway-tokens.json.",
+    )
+    gateway_insecure_identity: bool = Field(
+        default=False,
+        description="Development only: accept the unauthenticated 'test_framework_fake_identity' event.",
+    )
+    gateway_max_event_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest event (one frame) accepted.")
+    gateway_max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Largest POST /api/events body.")
+    gateway_max_held_events: int = Field(
+        default=10_000, ge=1, description="Events a websocket may send before authenticating (held, then delivered)."
+    )
+
     _embedded_broker: bool = PrivateAttr(default=False)
 
     @field_validator("broker")
@@ -90,10 +106,10 @@ class Settings(BaseSettings):
                 raise ValueError(f"{server!r} is not 'host:port' (example: 127.0.0.1:9092)")
         return ",".join(servers)
 
-    @field_validator("data_dir", "cache_dir")
+    @field_validator("data_dir", "cache_dir", "gateway_tokens_file")
     @classmethod
-    def _expand(cls, value: Path) -> Path:
-        return value.expanduser()
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> "Settings":
@@ -102,6 +118,8 @@ class Settings(BaseSettings):
             self.broker = f"127.0.0.1:{self.kafka_port}"
         if not self.kafka_controller_port:
             self.kafka_controller_port = self.kafka_port + 1
+        if self.gateway_tokens_file is None:
+            self.gateway_tokens_file = self.data_dir / "gateway-tokens.json"
         return self
 
     @property
@@ -126,6 +144,7 @@ class Settings(BaseSettings):
             events=f"{prefix}.events",
             dead_letters=f"{prefix}.dead-letters",
             rosters=f"{prefix}.rosters",
+            courses=f"{prefix}.courses",
         )
 
     @property

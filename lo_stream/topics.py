@@ -36,8 +36,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(names.events, settings.partitions, KEEP_FOREVER),
         TopicSpec(names.dead_letters, 1, KEEP_FOREVER),
-        # One record per (course, student): compaction keeps the latest roster entry.
+        # One record per course (its whole roster; courses: its name and teachers): compaction
+        # keeps the latest, so a reload replaces a course in one write.
         TopicSpec(names.rosters, 1, {"cleanup.policy": "compact"}),
+        TopicSpec(names.courses, 1, {"cleanup.policy": "compact"}),
     ]
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import UnknownTopicOrPartitionError
@@ -53,12 +54,13 @@ def lo_stream_command(*args: str, env: dict[str, str] | None = None, timeout: fl
     )
 
 
-class WorkerProcess:
-    """A worker in a child process (``lo-stream worker``, or Faust's own command line), configured
-    by `settings`, logging to a file."""
+class ServiceProcess:
+    """A lo_stream server in a child process (by default ``lo-stream worker``; also Faust's own
+    command line, or the gateway), configured by `settings`, logging to a file."""
 
     LO_STREAM = ("-m", "lo_stream", "worker", "-l", "info")
     FAUST = ("-m", "faust", "-A", "lo_stream.app", "worker", "-l", "info")
+    GATEWAY = ("-m", "lo_stream", "gateway")
 
     def __init__(self, settings: Settings, log_file: Path, command: tuple[str, ...] = LO_STREAM) -> None:
         self.settings = settings
@@ -66,7 +68,7 @@ class WorkerProcess:
         self.command = command
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "WorkerProcess":
+    def start(self) -> "ServiceProcess":
         env = {**os.environ, **self.settings.as_env()}
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(
@@ -85,6 +87,28 @@ class WorkerProcess:
             self.process.kill()
             self.process.wait()
             raise AssertionError(f"worker did not stop within {timeout}s; log:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to flush anything."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    async def wait_until_serving(self, url: str, timeout: float = 60) -> None:
+        """Poll `url` until it answers 200; fail with the log if the process exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    break
+                try:
+                    async with session.get(url) as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise AssertionError(f"{url} did not answer within {timeout}s; log:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
@@ -150,7 +174,7 @@ def state_only(value: dict) -> Any:
 
 
 async def wait_for_table(
-    settings: Settings, table: str, expected: dict, worker: WorkerProcess, timeout: float = 120,
+    settings: Settings, table: str, expected: dict, worker: ServiceProcess, timeout: float = 120,
     *, project=state_and_offset,
 ) -> dict:
     """Poll a table's changelog until its values, passed through `project`, equal `expected`;

@@ -11,7 +11,7 @@ from lo_stream.modules import load_modules
 from lo_stream.reducers import registry
 from lo_stream.tables.change_feed import ChangeFeed
 from lo_stream.topics import ensure_topics
-from tests.support import WorkerProcess, envelope, produce
+from tests.support import ServiceProcess, envelope, produce
 
 pytestmark = pytest.mark.kafka
 
@@ -20,7 +20,7 @@ async def test_subscriber_sees_every_change_in_order(settings, tmp_path):
     await ensure_topics(settings)
     load_modules()
     counter = registry.get("lo_stream.writing.event_count")
-    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    worker = ServiceProcess(settings, tmp_path / "worker.log").start()
     seen: dict[str, list] = defaultdict(list)
     partitions: dict[str, set] = defaultdict(set)
     try:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lo_stream.topics import ensure_topics
-from tests.support import WorkerProcess, envelope, lo_stream_command, produce, read_topic, state_only, wait_for_table
+from tests.support import ServiceProcess, envelope, lo_stream_command, produce, read_topic, state_only, wait_for_table
 
 pytestmark = pytest.mark.kafka
 
@@ -90,7 +90,7 @@ async def test_installed_module_runs_and_every_table_is_exact(settings, sample_m
     ]
     await produce(settings, messages[:2000] + malformed + messages[2000:])
 
-    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    worker = ServiceProcess(settings, tmp_path / "worker.log").start()
     try:
         for table, values in [
             ("lo_stream.writing.event_count-v1", expected["count"]),

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from lo_stream.topics import ensure_topics
-from tests.support import WorkerProcess, envelope, expected_counts, free_port, produce, wait_for_table
+from tests.support import ServiceProcess, envelope, expected_counts, free_port, produce, wait_for_table
 
 pytestmark = pytest.mark.kafka
 
@@ -19,8 +19,8 @@ EVENT_COUNT = "lo_stream.writing.event_count-v1"
 async def test_two_workers_split_the_work_and_one_takes_over(settings, tmp_path):
     await ensure_topics(settings)
     second_settings = settings.model_copy(update={"data_dir": tmp_path / "second", "worker_port": free_port()})
-    first = WorkerProcess(settings, tmp_path / "first.log").start()
-    second = WorkerProcess(second_settings, tmp_path / "second.log").start()
+    first = ServiceProcess(settings, tmp_path / "first.log").start()
+    second = ServiceProcess(second_settings, tmp_path / "second.log").start()
     rng = random.Random(3)
     produced: list[tuple[str, int]] = []
 
@@ -54,7 +54,7 @@ async def test_two_workers_split_the_work_and_one_takes_over(settings, tmp_path)
     assert len(produced) == 5000
 
 
-def assigned_partitions(worker: WorkerProcess, settings) -> str:
+def assigned_partitions(worker: ServiceProcess, settings) -> str:
     """The events-topic partitions Faust last reported assigning to `worker` (e.g. '0-1'), or ''."""
     found = re.findall(rf"\| {re.escape(settings.topics.events)}\s+\| \{{([^}}]*)\}}", worker.log_file.read_text())
     return found[-1] if found else ""

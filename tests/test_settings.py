@@ -27,6 +27,9 @@ def test_defaults_derive_from_one_place():
     assert settings.topics.events == "lo_stream.events"
     assert settings.topics.dead_letters == "lo_stream.dead-letters"
     assert settings.topics.rosters == "lo_stream.rosters"
+    assert settings.topics.courses == "lo_stream.courses"
+    assert settings.gateway_tokens_file == settings.data_dir / "gateway-tokens.json"
+    assert settings.gateway_insecure_identity is False  # production default: authentication required
     assert settings.app_id == "lo_stream"
 
 

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from lo_stream.topics import ensure_topics
-from tests.support import WorkerProcess, envelope, expected_counts, produce, wait_for_table
+from tests.support import ServiceProcess, envelope, expected_counts, produce, wait_for_table
 
 pytestmark = pytest.mark.kafka
 
@@ -36,9 +36,9 @@ def class_counts(produced: list[tuple[str, int]]) -> dict[str, int]:
 @pytest.mark.parametrize(
     ("command", "guarantee"),
     [
-        (WorkerProcess.LO_STREAM, "at_least_once"),
-        (WorkerProcess.FAUST, "at_least_once"),
-        (WorkerProcess.LO_STREAM, "exactly_once"),
+        (ServiceProcess.LO_STREAM, "at_least_once"),
+        (ServiceProcess.FAUST, "at_least_once"),
+        (ServiceProcess.LO_STREAM, "exactly_once"),
     ],
     ids=["lo-stream", "faust", "lo-stream-exactly-once"],
 )
@@ -47,7 +47,7 @@ async def test_worker_counts_each_students_events_exactly(settings, tmp_path, co
     settings = settings.model_copy(update={"processing_guarantee": guarantee})
     await ensure_topics(settings)
     produced = await produce(settings, writing_events(3000, students=40, seed=1))
-    worker = WorkerProcess(settings, tmp_path / "worker.log", command).start()
+    worker = ServiceProcess(settings, tmp_path / "worker.log", command).start()
     try:
         await wait_for_table(settings, EVENT_COUNT, expected_counts(produced), worker)
     finally:
@@ -73,7 +73,7 @@ async def test_table_state_survives_restarts_exactly(settings, tmp_path, guarant
     Per student, and per class (a table fed through a repartition topic)."""
     settings = settings.model_copy(update={"processing_guarantee": guarantee})
     await ensure_topics(settings)
-    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    worker = ServiceProcess(settings, tmp_path / "worker.log")
     produced: list[tuple[str, int]] = []
 
     async def run_phase(seed: int) -> None:

@@ -1,0 +1,468 @@
+"""The ingest gateway: Learning Observer's websocket protocol and an HTTP batch endpoint, into Kafka.
+
+Responsibilities:
+
+1. speak LO's ``/wsapi/in/`` protocol: one JSON event per text frame, ``lock_fields`` merged into
+   later events, an identity step answered with ``{"status": "auth", "user_id": ...}`` (events sent
+   before it are held, then delivered), the development-only ``test_framework_fake_identity``;
+2. authenticate with client tokens (``Authorization: Bearer``, ``?token=``, an ``auth_token`` event,
+   or LO's ``local_storage`` event carrying the token as ``user_tag``);
+3. wrap each event in the envelope and store it in the events topic, keyed by student, packing
+   what arrived while the previous write was in flight into one message;
+4. acknowledge only what Kafka acknowledged: ``{"status": "ack", "seq": n}`` means every frame up
+   to the n-th of this connection is stored or was answered with an error;
+5. answer bad input with ``{"status": "error", "seq", "reason", "message"}``, dead-letter it with the
+   raw input, and keep the connection;
+6. ``POST /api/events`` (JSON array or JSON lines, bearer token) with per-event results,
+   ``GET /healthz`` and ``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import WSMsgType, web
+from aiokafka.errors import KafkaError
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+
+from lo_stream.connectors.auth import TokenStore
+from lo_stream.connectors.producer import EventProducer
+from lo_stream.envelopes import Identity, make_envelope
+from lo_stream.settings import Settings
+
+__all__ = ["Gateway", "RejectedEvent", "validate_event"]
+
+logger = logging.getLogger(__name__)
+
+INSECURE_PROVIDENCE = "tsu"  # LO's name: test script, unauthenticated
+# Events a connection packs into one write; more wait for the next one.
+MAX_BATCH_EVENTS = 500
+# How much of an oversize input a dead letter keeps (the whole of it may not fit in Kafka).
+OVERSIZE_SAMPLE_BYTES = 4096
+# Optional fields of an event and the JSON types they must have.
+TYPED_FIELDS: dict[str, tuple[type, ...]] = {"source": (str,), "timestamp": (int, float), "doc_id": (str,)}
+JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+
+
+class RejectedEvent(ValueError):
+    """An input the gateway cannot use: `reason` is a short code, the message says what to do."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _json_type(value: Any) -> str:
+    return "null" if value is None else JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def validate_event(value: Any) -> dict:
+    """Check one decoded event: an object with a string ``event`` and well-typed known fields.
+
+    >>> validate_event({"event": "keystroke", "timestamp": 1700000000000})["event"]
+    'keystroke'
+    >>> validate_event({"timestamp": 1})
+    Traceback (most recent call last):
+    ...
+    lo_stream.connectors.gateway.RejectedEvent: the event has no "event" field (its type, e.g. "keystroke")
+    """
+    if not isinstance(value, dict):
+        raise RejectedEvent("not_an_object", f"an event must be a JSON object, not a JSON {_json_type(value)}")
+    if "event" not in value:
+        raise RejectedEvent("missing_field", 'the event has no "event" field (its type, e.g. "keystroke")')
+    if not isinstance(value["event"], str) or not value["event"]:
+        raise RejectedEvent("wrong_type", f'"event" must be a non-empty string, not {_json_type(value["event"])}')
+    for field, types in TYPED_FIELDS.items():
+        if field in value and (not isinstance(value[field], types) or isinstance(value[field], bool)):
+            expected = JSON_TYPE_NAMES[types[0]]
+            raise RejectedEvent("wrong_type", f'"{field}" must be a {expected}, not {_json_type(value[field])}')
+    if isinstance(value.get("timestamp"), float) and not math.isfinite(value["timestamp"]):
+        raise RejectedEvent("wrong_type", '"timestamp" must be a finite number (milliseconds since the epoch)')
+    return value
+
+
+def decode_event(raw: bytes, limit: int) -> dict:
+    if len(raw) > limit:
+        raise RejectedEvent(
+            "too_large", f"the event is {len(raw)} bytes; the limit is {limit} (LO_STREAM_GATEWAY_MAX_EVENT_BYTES)"
+        )
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RejectedEvent("invalid_json", f"not valid JSON: {exc}") from None
+    return validate_event(value)
+
+
+def raw_sample(raw: bytes) -> tuple[bytes, dict]:
+    """What a dead letter keeps of an input: all of it, or its start and its size when large."""
+    if len(raw) <= OVERSIZE_SAMPLE_BYTES:
+        return raw, {}
+    return raw[:OVERSIZE_SAMPLE_BYTES], {"raw_bytes": len(raw), "raw_truncated": True}
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.accepted = Counter(
+            "lo_stream_gateway_events_accepted", "Events stored in the events topic.", ["transport"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "lo_stream_gateway_events_rejected", "Inputs refused, by reason.", ["reason"], registry=self.registry
+        )
+        self.connections = Gauge(
+            "lo_stream_gateway_open_connections", "Open websocket connections.", registry=self.registry
+        )
+        self.messages = Counter(
+            "lo_stream_gateway_messages", "Messages written to the events topic (events are packed).",
+            registry=self.registry,
+        )
+
+
+@dataclass
+class Frame:
+    """A data event of a websocket connection, waiting for its write."""
+
+    seq: int
+    event: dict
+    received: float
+
+
+class Gateway:
+    """The gateway of one deployment; `app()` is its aiohttp application.
+
+    >>> from lo_stream.settings import load_settings
+    >>> application = Gateway(load_settings()).app()
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.tokens = TokenStore(settings.gateway_tokens_file)
+        self.metrics = GatewayMetrics()
+        self.producer = EventProducer(settings, linger_ms=0)
+        self.connections: set[Connection] = set()
+
+    def app(self) -> web.Application:
+        application = web.Application(client_max_size=self.settings.gateway_max_request_bytes)
+        application.router.add_get("/wsapi/in/", self.websocket)
+        application.router.add_get("/wsapi/in", self.websocket)
+        application.router.add_post("/api/events", self.post_events)
+        application.router.add_get("/healthz", self.healthz)
+        application.router.add_get("/metrics", self.metrics_page)
+        application.on_startup.append(self._start)
+        application.on_shutdown.append(self._close_connections)
+        application.on_cleanup.append(self._stop)
+        return application
+
+    async def _start(self, _: web.Application) -> None:
+        await self.producer.start()
+        if self.settings.gateway_insecure_identity:
+            logger.warning(
+                "\n%s\n  INSECURE DEVELOPMENT MODE: anyone can send events as any student with "
+                "test_framework_fake_identity.\n  Never expose this gateway; unset "
+                "LO_STREAM_GATEWAY_INSECURE_IDENTITY in production.\n%s", "!" * 78, "!" * 78,
+            )
+
+    async def _close_connections(self, _: web.Application) -> None:
+        for connection in list(self.connections):
+            await connection.ws.close(code=1001, message=b"gateway shutting down")
+
+    async def _stop(self, _: web.Application) -> None:
+        await self.producer.stop()
+
+    # -- authentication ----------------------------------------------------------------------
+
+    def identify_token(self, token: str) -> Identity:
+        identity = self.tokens.identify(token)
+        if identity is None:
+            raise RejectedEvent(
+                "unknown_token", "unknown or revoked token: ask the deployment's operator for one (lo-stream tokens add)"
+            )
+        return identity
+
+    def identify_insecure(self, user_id: Any) -> Identity:
+        if not self.settings.gateway_insecure_identity:
+            raise RejectedEvent(
+                "insecure_identity_disabled",
+                "test_framework_fake_identity is accepted only in development mode "
+                "(LO_STREAM_GATEWAY_INSECURE_IDENTITY=true); authenticate with a client token",
+            )
+        if not isinstance(user_id, str) or not user_id:
+            raise RejectedEvent("wrong_type", '"user_id" of test_framework_fake_identity must be a non-empty string')
+        return Identity.of(user_id, INSECURE_PROVIDENCE)
+
+    def server_fields(self, request: web.Request) -> dict:
+        return {
+            "origin": request.headers.get("Origin", ""),
+            "agent": request.headers.get("User-Agent", ""),
+            "ip": request.remote or "",
+            "executable": "lo_stream.gateway",
+        }
+
+    async def reject(self, exc: RejectedEvent, raw: bytes, identity: Identity | None, **context: Any) -> None:
+        self.metrics.rejected.labels(exc.reason).inc()
+        sample, sizes = raw_sample(raw)
+        await self.producer.send_dead_letter(
+            f"{exc.reason}: {exc}", sample, stage="gateway", key=identity.safe_user_id if identity else None,
+            user_id=identity.user_id if identity else None, **sizes, **context,
+        )
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
+        # Frames up to 4x the event limit are refused politely; aiohttp closes on larger ones.
+        ws = web.WebSocketResponse(max_msg_size=4 * self.settings.gateway_max_event_bytes, heartbeat=30)
+        await ws.prepare(request)
+        connection = Connection(self, ws, request)
+        self.connections.add(connection)
+        self.metrics.connections.inc()
+        try:
+            await connection.run()
+        finally:
+            self.connections.discard(connection)
+            self.metrics.connections.dec()
+        return ws
+
+    async def post_events(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            exc = RejectedEvent(
+                "too_large",
+                f"the request is over {self.settings.gateway_max_request_bytes} bytes "
+                "(LO_STREAM_GATEWAY_MAX_REQUEST_BYTES): send smaller batches",
+            )
+            await self.reject(exc, b"", None, transport="http", raw_bytes=request.content_length)
+            return _json_error(413, exc)
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        try:
+            if scheme.lower() != "bearer" or not token.strip():
+                raise RejectedEvent("missing_token", "send a client token as 'Authorization: Bearer <token>'")
+            identity = self.identify_token(token.strip())
+        except RejectedEvent as exc:
+            await self.reject(exc, body, None, transport="http")
+            return _json_error(401, exc)
+        if not body.strip():
+            return _json_error(400, RejectedEvent("empty", "the body is empty: send a JSON array or JSON lines"))
+
+        received = time.time()
+        server = {**self.server_fields(request), "time": received}
+        results: list[dict] = []
+        envelopes: list[dict] = []
+        for index, raw in enumerate(_split_body(body)):
+            try:
+                event = decode_event(raw, self.settings.gateway_max_event_bytes)
+                if event["event"] in CONTROL_EVENTS:
+                    raise RejectedEvent(
+                        "control_event", f'"{event["event"]}" belongs to the websocket protocol, not to POST /api/events'
+                    )
+            except RejectedEvent as exc:
+                await self.reject(exc, raw, identity, transport="http", index=index)
+                results.append({"index": index, "status": "rejected", "reason": exc.reason, "message": str(exc)})
+                continue
+            envelopes.append(make_envelope(event, identity, **server))
+            results.append({"index": index, "status": "accepted"})
+        if envelopes:
+            try:
+                sent = await self.producer.send_envelopes(identity.safe_user_id, envelopes)
+            except KafkaError as exc:
+                logger.error("POST /api/events: Kafka did not store %d events: %s", len(envelopes), exc)
+                return _json_error(503, RejectedEvent("kafka_unavailable", f"events not stored ({exc}); retry later"))
+            self.metrics.accepted.labels("http").inc(len(envelopes))
+            self.metrics.messages.inc(len(sent))
+        accepted = len(envelopes)
+        return web.json_response(
+            {"user_id": identity.user_id, "accepted": accepted, "rejected": len(results) - accepted, "results": results},
+            dumps=lambda value: orjson.dumps(value).decode(),
+        )
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "connections": len(self.connections)})
+
+    async def metrics_page(self, _: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# Events that steer a websocket connection and are not stored as events.
+CONTROL_EVENTS = {"lock_fields", "test_framework_fake_identity", "auth_token", "local_storage", "metadata_finished"}
+
+
+def _split_body(body: bytes) -> list[bytes]:
+    """The events of a POST body: the items of a JSON array, else one per non-blank line."""
+    stripped = body.strip()
+    if stripped.startswith(b"["):
+        try:
+            items = orjson.loads(stripped)
+        except orjson.JSONDecodeError:
+            pass  # JSON lines whose first line is an array: each line is judged on its own
+        else:
+            return [orjson.dumps(item) for item in items]
+    return [line for line in stripped.splitlines() if line.strip()]
+
+
+def _json_error(status: int, exc: RejectedEvent) -> web.Response:
+    return web.json_response({"status": "error", "reason": exc.reason, "message": str(exc)}, status=status)
+
+
+class Connection:
+    """One websocket client: its locked fields, identity, held events and unacknowledged writes."""
+
+    def __init__(self, gateway: Gateway, ws: web.WebSocketResponse, request: web.Request) -> None:
+        self.gateway = gateway
+        self.ws = ws
+        self.request = request
+        self.server = gateway.server_fields(request)
+        self.seq = 0  # frames read so far
+        self.acked = 0
+        self.locked: dict = {}
+        self.identity: Identity | None = None
+        self.held: list[Frame] = []  # data events before authentication
+        self.pending: deque[Frame] = deque()  # authenticated, not yet written
+        self.in_flight: list[Frame] = []
+        self.wakeup = asyncio.Event()
+        self.closing = False
+
+    async def run(self) -> None:
+        writer = asyncio.create_task(self._write_loop())
+        try:
+            await self._authenticate_from_request()
+            async for message in self.ws:
+                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    self.seq += 1
+                    raw = message.data.encode() if message.type == WSMsgType.TEXT else message.data
+                    await self._handle(raw)
+                elif message.type == WSMsgType.ERROR:
+                    logger.info("websocket closed with an error: %s", self.ws.exception())
+        finally:
+            self.closing = True
+            self.wakeup.set()
+            # Whatever the client sent is stored even when it has gone away.
+            await writer
+            await self._dead_letter_held()
+
+    async def _authenticate_from_request(self) -> None:
+        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else self.request.query.get("token", "")
+        if token:
+            try:
+                await self._authenticated(self.gateway.identify_token(token))
+            except RejectedEvent as exc:
+                await self._refuse(exc, b"<token in the connection request>")
+
+    async def _handle(self, raw: bytes) -> None:
+        try:
+            event = decode_event(raw, self.gateway.settings.gateway_max_event_bytes)
+            kind = event["event"]
+            if kind == "lock_fields":
+                fields = event.get("fields")
+                if not isinstance(fields, dict):
+                    raise RejectedEvent("wrong_type", f'"fields" of lock_fields must be an object, not {_json_type(fields)}')
+                self.locked.update(fields)
+            elif kind == "test_framework_fake_identity":
+                await self._authenticated(self.gateway.identify_insecure(event.get("user_id")))
+            elif kind == "auth_token":
+                await self._authenticated(self.gateway.identify_token(_string(event, "token")))
+            elif kind == "local_storage":  # LO's browser extension: the token is its user_tag
+                storage = event.get("local_storage")
+                tag = storage.get("user_tag") if isinstance(storage, dict) else None
+                await self._authenticated(self.gateway.identify_token(tag if isinstance(tag, str) else ""))
+            elif kind != "metadata_finished":
+                self._accept(Frame(self.seq, {**event, **self.locked}, time.time()))
+                return
+        except RejectedEvent as exc:
+            await self._refuse(exc, raw)
+        await self._acknowledge()
+
+    def _accept(self, frame: Frame) -> None:
+        if self.identity is None:
+            if len(self.held) >= self.gateway.settings.gateway_max_held_events:
+                raise RejectedEvent(
+                    "not_authenticated",
+                    f"{len(self.held)} events are waiting for authentication "
+                    "(LO_STREAM_GATEWAY_MAX_HELD_EVENTS): authenticate first",
+                )
+            self.held.append(frame)
+        else:
+            self.pending.append(frame)
+            self.wakeup.set()
+
+    async def _authenticated(self, identity: Identity) -> None:
+        if self.identity is not None and self.identity != identity:
+            raise RejectedEvent(
+                "auth_conflict", f"this connection is already authenticated as {self.identity.user_id!r}; open another"
+            )
+        self.identity = identity
+        await self._reply({"status": "auth", "user_id": identity.user_id})
+        self.pending.extend(self.held)
+        self.held = []
+        self.wakeup.set()
+
+    async def _refuse(self, exc: RejectedEvent, raw: bytes) -> None:
+        await self._reply({"status": "error", "seq": self.seq, "reason": exc.reason, "message": str(exc)})
+        await self.gateway.reject(exc, raw, self.identity, transport="websocket", seq=self.seq, ip=self.server["ip"])
+
+    async def _write_loop(self) -> None:
+        backoff = 0.5
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            while self.pending:
+                self.in_flight = [self.pending.popleft() for _ in range(min(MAX_BATCH_EVENTS, len(self.pending)))]
+                envelopes = [
+                    make_envelope(frame.event, self.identity, **self.server, time=frame.received)
+                    for frame in self.in_flight
+                ]
+                try:
+                    sent = await self.gateway.producer.send_envelopes(self.identity.safe_user_id, envelopes)
+                except KafkaError as exc:
+                    # Not stored, not acknowledged: keep the events and try again.
+                    logger.error("Kafka did not store %d events (%s); retrying in %.1fs", len(envelopes), exc, backoff)
+                    self.pending.extendleft(reversed(self.in_flight))
+                    self.in_flight = []
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10)
+                    continue
+                backoff = 0.5
+                self.in_flight = []
+                self.gateway.metrics.accepted.labels("websocket").inc(len(envelopes))
+                self.gateway.metrics.messages.inc(len(sent))
+                await self._acknowledge()
+            if self.closing:
+                return
+
+    async def _acknowledge(self) -> None:
+        """Tell the client how far every frame is safe: stored, or answered with an error."""
+        waiting = [frames[0].seq for frames in (self.held, self.in_flight, self.pending) if frames]
+        safe = min(waiting) - 1 if waiting else self.seq
+        if safe > self.acked:
+            self.acked = safe
+            await self._reply({"status": "ack", "seq": safe})
+
+    async def _dead_letter_held(self) -> None:
+        if self.held:
+            exc = RejectedEvent("not_authenticated", "the connection closed before it authenticated")
+            for frame in self.held:
+                await self.gateway.reject(
+                    exc, orjson.dumps(frame.event), None, transport="websocket", seq=frame.seq, ip=self.server["ip"]
+                )
+
+    async def _reply(self, message: dict) -> None:
+        if not self.ws.closed:
+            try:
+                await self.ws.send_str(orjson.dumps(message).decode())
+            except ConnectionError:
+                pass  # the client left; what it sent is still written
+
+
+def _string(event: dict, field: str) -> str:
+    value = event.get(field)
+    if not isinstance(value, str):
+        raise RejectedEvent("wrong_type", f'"{field}" must be a string, not {_json_type(value)}')
+    return value
