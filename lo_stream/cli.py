@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -21,6 +22,15 @@ def _settings(**overrides: object) -> Settings:
     try:
         return load_settings(**{k: v for k, v in overrides.items() if v is not None})
     except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _ensure_topics(settings: Settings) -> None:
+    from lo_stream.topics import TopicMismatchError, ensure_topics
+
+    try:
+        asyncio.run(ensure_topics(settings))
+    except TopicMismatchError as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -181,13 +191,9 @@ def gateway(port: int | None, insecure_identity: bool | None) -> None:
     from aiohttp import web
 
     from lo_stream.connectors.gateway import Gateway
-    from lo_stream.topics import TopicMismatchError, ensure_topics
 
     settings = _settings(gateway_port=port, gateway_insecure_identity=insecure_identity)
-    try:
-        asyncio.run(ensure_topics(settings))
-    except TopicMismatchError as exc:
-        raise click.ClickException(str(exc)) from None
+    _ensure_topics(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     web.run_app(
         Gateway(settings).app(),
@@ -253,6 +259,144 @@ def tokens_revoke(name: str) -> None:
     if not revoked:
         raise click.ClickException(f"no token named {name!r} (see lo-stream tokens list)")
     click.echo(f"revoked {name}")
+
+
+@cli.group()
+def rosters() -> None:
+    """Course rosters and courses (compacted topics, one record per course)."""
+
+
+@rosters.command("load")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--course", "course_id", required=True, help="The course this roster is for.")
+def rosters_load(path: Path, course_id: str) -> None:
+    """Make PATH (LO roster JSON, or CSV user_id,given_name,family_name,email) the roster of a course."""
+    from lo_stream.connectors.exceptions import RosterFileError
+    from lo_stream.connectors.rosters import load_roster
+
+    settings = _settings()
+    _ensure_topics(settings)
+    try:
+        record = asyncio.run(load_roster(settings, path, course_id))
+    except RosterFileError as exc:
+        raise click.ClickException(f"{exc} (nothing was loaded)") from None
+    click.echo(f"course {course_id}: {len(record['students'])} students -> {settings.topics.rosters}")
+
+
+@rosters.command("courses")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def rosters_courses(path: Path) -> None:
+    """Load courses (CSV id,name,teacher, or a JSON list): their names and teachers."""
+    from lo_stream.connectors.exceptions import RosterFileError
+    from lo_stream.connectors.rosters import load_courses
+
+    settings = _settings()
+    _ensure_topics(settings)
+    try:
+        courses = asyncio.run(load_courses(settings, path))
+    except RosterFileError as exc:
+        raise click.ClickException(f"{exc} (nothing was loaded)") from None
+    click.echo(f"{len(courses)} courses -> {settings.topics.courses}")
+
+
+@rosters.command("list")
+def rosters_list() -> None:
+    """Show every course with its teachers and the size of its roster."""
+    from lo_stream.connectors.rosters import read_courses, read_rosters
+
+    settings = _settings()
+    _ensure_topics(settings)
+
+    async def read() -> tuple[dict, dict]:
+        return await read_courses(settings), await read_rosters(settings)
+
+    courses, rosters_by_course = asyncio.run(read())
+    for course_id in sorted(set(courses) | set(rosters_by_course)):
+        course = courses.get(course_id, {})
+        students = rosters_by_course.get(course_id, {}).get("students")
+        click.echo(
+            f"{course_id}  {course.get('name', '(no course record)')}  "
+            f"teachers: {', '.join(course.get('teachers', [])) or '-'}  "
+            f"students: {len(students) if students is not None else '(no roster)'}"
+        )
+
+
+@cli.command("replay-file")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Events per second (default: as fast as possible).")
+@click.option("--user", default=None, help="Whose events raw (non-envelope) lines are.")
+def replay_file(path: Path, rate: float | None, user: str | None) -> None:
+    """Store a JSON-lines log (envelopes, raw events, or LO .study.log lines) in the events topic."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from lo_stream.connectors.log_files import count_lines, replay_file as replay
+
+    settings = _settings()
+    _ensure_topics(settings)
+    columns = (
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>8.0f} events/s"), TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=_stderr_console()) as progress:
+        task = progress.add_task(path.name, total=count_lines(path), rate=0.0)
+        started = time.monotonic()
+
+        def advance(events: int) -> None:
+            progress.update(task, completed=events, rate=events / max(time.monotonic() - started, 1e-6))
+
+        summary = asyncio.run(replay(settings, path, rate=rate, user=user, on_progress=advance))
+    for number, reason in summary.bad_lines:
+        click.echo(f"{path}:{number}: {reason} (dead-lettered to {settings.topics.dead_letters})", err=True)
+    click.echo(
+        f"{summary.events} events in {summary.messages} messages -> {settings.topics.events} "
+        f"in {summary.seconds:.1f}s ({summary.rate:.0f} events/s); {len(summary.bad_lines)} bad lines"
+    )
+    if summary.bad_lines:
+        sys.exit(1)
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@cli.command()
+@click.option("--students", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--ici", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
+              help="Mean seconds between a student's keystrokes.")
+@click.option("--seed", type=int, default=0, show_default=True, help="The same seed invents the same class.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds to run (default: until Ctrl-C).")
+@click.option("--direct", is_flag=True, help="Write straight to Kafka instead of through the gateway.")
+@click.option("--course", "course_id", default="demo-class", show_default=True)
+@click.option("--teacher", "teachers", multiple=True, default=("teacher",), show_default=True,
+              help="Who teaches the course (repeatable).")
+@click.option("--summary", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write what each student typed (JSON) here at the end.")
+def simulate(students: int, ici: float, seed: int, duration: float | None, direct: bool, course_id: str,
+             teachers: tuple[str, ...], summary: Path | None) -> None:
+    """A class of students typing essays into Google Docs, one save event per keystroke."""
+    import json
+
+    from lo_stream.connectors.simulator import SimulationError, simulate as run_class
+
+    settings = _settings()
+    _ensure_topics(settings)
+    how = "straight to Kafka" if direct else f"through the gateway on port {settings.gateway_port}"
+    click.echo(f"{students} students of {course_id} typing {how} (roster loaded; Ctrl-C stops) ...")
+    try:
+        pupils = asyncio.run(
+            run_class(settings, students, ici=ici, seed=seed, duration=duration, direct=direct,
+                      course_id=course_id, teachers=teachers)
+        )
+    except SimulationError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        return
+    click.echo(f"{sum(p.events for p in pupils)} events from {len(pupils)} students")
+    if summary is not None:
+        summary.write_text(json.dumps({p.safe_user_id: p.summary() for p in pupils}, indent=2))
 
 
 # -- everything at once --------------------------------------------------------------------

@@ -18,7 +18,24 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Identity", "MalformedEventError", "decode_envelopes", "encode_message", "make_envelope", "student_of"]
+__all__ = [
+    "Identity",
+    "MalformedEventError",
+    "decode_envelopes",
+    "encode_message",
+    "make_envelope",
+    "safe_user_id",
+    "student_of",
+]
+
+
+def safe_user_id(user_id: str) -> str:
+    """The key of a user in topics and tables: URL-quoted, e-mail addresses kept readable.
+
+    >>> safe_user_id("ana lima"), safe_user_id("ana@school.org")
+    ('ana+lima', 'ana@school.org')
+    """
+    return urllib.parse.quote_plus(user_id, safe="@")
 
 
 @dataclass(frozen=True)
@@ -27,9 +44,6 @@ class Identity:
 
     `providence` says how we know: ``token`` (a client token), ``tsu`` (the unauthenticated test
     identity of development mode), ``log`` (a log file replayed by an operator).
-
-    >>> Identity.of("ana lima", "tsu").safe_user_id
-    'ana+lima'
     """
 
     user_id: str
@@ -38,8 +52,7 @@ class Identity:
 
     @classmethod
     def of(cls, user_id: str, providence: str) -> "Identity":
-        # The key of every table: safe in topic keys, URLs and file names, readable for e-mails.
-        return cls(user_id, urllib.parse.quote_plus(user_id, safe="@"), providence)
+        return cls(user_id, safe_user_id(user_id), providence)
 
     def as_auth(self) -> dict[str, str]:
         return {"user_id": self.user_id, "safe_user_id": self.safe_user_id, "providence": self.providence}
