@@ -403,10 +403,12 @@ def simulate(students: int, ici: float, seed: int, duration: float | None, direc
 
 
 @cli.command()
-def run() -> None:
-    """Bring up a development deployment: Kafka (unless a broker is configured) and a worker.
+@click.option("--secure", is_flag=True, help="Do not switch the gateway's development identity on.")
+def run(secure: bool) -> None:
+    """Bring up a development deployment: Kafka (unless a broker is configured), a worker and the
+    gateway (accepting the insecure development identity unless --secure).
 
-    Stops what it started on Ctrl-C.
+    Stops what it started on Ctrl-C, or when one of its processes exits.
     """
     from lo_stream.connectors.exceptions import LocalKafkaError
     from lo_stream.connectors.local_kafka import LocalKafka
@@ -420,18 +422,36 @@ def run() -> None:
             click.echo(broker.start().describe())
         except LocalKafkaError as exc:
             raise click.ClickException(str(exc)) from None
-    click.echo(f"starting the worker on {settings.broker} (topics under '{settings.topic_prefix}.') ...")
-    worker_process = subprocess.Popen([sys.executable, "-m", "lo_stream", "worker"])
+    _ensure_topics(settings)
+    gateway_command = ["gateway"] if secure else ["gateway", "--insecure-identity"]
+    commands = {"worker": ["worker"], "gateway": gateway_command}
+    click.echo(f"starting the worker and the gateway on {settings.broker} (topics under '{settings.topic_prefix}.') ...")
+    if not secure:
+        click.secho(
+            "DEVELOPMENT MODE: the gateway accepts test_framework_fake_identity, so anyone who can reach "
+            f"{settings.bind_host}:{settings.gateway_port} can send events as any student (--secure turns it off).",
+            fg="red", bold=True, err=True,
+        )
+    children = {name: subprocess.Popen([sys.executable, "-m", "lo_stream", *args]) for name, args in commands.items()}
+    exit_code = 0
     try:
-        worker_process.wait()
+        while all(child.poll() is None for child in children.values()):
+            time.sleep(0.5)
+        exited = next(name for name, child in children.items() if child.poll() is not None)
+        exit_code = children[exited].returncode or 0
+        click.echo(f"the {exited} exited with code {exit_code}: stopping the rest", err=True)
     except KeyboardInterrupt:
-        worker_process.send_signal(signal.SIGINT)
-        worker_process.wait()
+        pass
     finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+        for child in children.values():
+            child.wait()
         if broker is not None:
             click.echo("stopping Kafka ...")
             broker.stop()
-    sys.exit(worker_process.returncode or 0)
+    sys.exit(exit_code)
 
 
 def main() -> None:
