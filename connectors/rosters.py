@@ -75,14 +75,21 @@ def _csv_rows(path: Path, text: str, required: tuple[str, ...]) -> list[tuple[in
     return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k}) for row in reader]
 
 
-def _json_list(path: Path, text: str, what: str) -> list:
+def _json_objects(path: Path, text: str, what: str) -> list[tuple[str, dict]]:
+    """(where, object) of each item of a JSON list file; `what` names the items ("student")."""
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RosterFileError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
     if not isinstance(document, list):
-        raise RosterFileError(f"{path}: expected a JSON list of {what}, found a JSON {type(document).__name__}")
-    return document
+        raise RosterFileError(f"{path}: expected a JSON list of {what}s, found a JSON {type(document).__name__}")
+    items = []
+    for position, item in enumerate(document):
+        where = f"{path}, {what} {position + 1}"
+        if not isinstance(item, dict):
+            raise RosterFileError(f"{where}: expected an object, found {type(item).__name__}")
+        items.append((where, item))
+    return items
 
 
 def _field(item: Any, dotted: str, where: str, *, required: bool) -> str:
@@ -118,10 +125,7 @@ def parse_roster(path: Path) -> list[dict]:
     text = _text(path)
     students: list[dict] = []
     if _is_json(path, text):
-        for position, item in enumerate(_json_list(path, text, "students")):
-            where = f"{path}, student {position + 1}"
-            if not isinstance(item, dict):
-                raise RosterFileError(f"{where}: expected an object, found {type(item).__name__}")
+        for where, item in _json_objects(path, text, "student"):
             students.append(
                 roster_student(
                     _field(item, "user_id", where, required=True),
@@ -155,10 +159,7 @@ def parse_courses(path: Path) -> list[dict]:
     text = _text(path)
     courses: list[dict] = []
     if _is_json(path, text):
-        for position, item in enumerate(_json_list(path, text, "courses")):
-            where = f"{path}, course {position + 1}"
-            if not isinstance(item, dict):
-                raise RosterFileError(f"{where}: expected an object, found {type(item).__name__}")
+        for where, item in _json_objects(path, text, "course"):
             teachers = item.get("teachers", [item["teacher"]] if "teacher" in item else [])
             if not isinstance(teachers, list) or not all(isinstance(t, str) and t.strip() for t in teachers):
                 raise RosterFileError(f"{where}: teacher(s) must be non-empty strings")
