@@ -9,7 +9,8 @@ Responsibilities:
 2. check all of it first: a malformed file is refused whole, naming line and field;
 3. write one record per course, keyed by course id, to the compacted rosters (or courses) topic:
    a reload replaces the course's roster in one write, never half of it;
-4. read back the current rosters and courses.
+
+The workers and the query layer read them back as a table: `lo_stream.tables.rosters.RosterTable`.
 
 A roster record::
 
@@ -28,9 +29,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import orjson
-from aiokafka import AIOKafkaConsumer
-
 from lo_stream.connectors.exceptions import RosterFileError
 from lo_stream.connectors.producer import EventProducer
 from lo_stream.envelopes import safe_user_id
@@ -41,8 +39,6 @@ __all__ = [
     "load_roster",
     "parse_courses",
     "parse_roster",
-    "read_courses",
-    "read_rosters",
     "roster_student",
     "write_course",
 ]
@@ -210,31 +206,3 @@ async def load_courses(settings: Settings, path: Path) -> list[dict]:
         for course in courses:
             await producer.send_record(settings.topics.courses, course["course_id"], course)
     return courses
-
-
-async def _latest_per_key(settings: Settings, topic: str) -> dict[str, dict]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        partitions = sorted(consumer.assignment())
-        end = await consumer.end_offsets(partitions) if partitions else {}
-        latest: dict[str, dict] = {}
-        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                for record in records:
-                    latest[record.key.decode()] = orjson.loads(record.value)
-        return latest
-    finally:
-        await consumer.stop()
-
-
-async def read_rosters(settings: Settings) -> dict[str, dict]:
-    """The current roster of every course, by course id."""
-    return await _latest_per_key(settings, settings.topics.rosters)
-
-
-async def read_courses(settings: Settings) -> dict[str, dict]:
-    """Every course's name and teachers, by course id."""
-    return await _latest_per_key(settings, settings.topics.courses)

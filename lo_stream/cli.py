@@ -302,18 +302,19 @@ def rosters_courses(path: Path) -> None:
 @rosters.command("list")
 def rosters_list() -> None:
     """Show every course with its teachers and the size of its roster."""
-    from lo_stream.connectors.rosters import read_courses, read_rosters
+    from lo_stream.tables.rosters import RosterTable
 
     settings = _settings()
     _ensure_topics(settings)
 
-    async def read() -> tuple[dict, dict]:
-        return await read_courses(settings), await read_rosters(settings)
+    async def read() -> RosterTable:
+        async with RosterTable(settings) as table:
+            return table
 
-    courses, rosters_by_course = asyncio.run(read())
-    for course_id in sorted(set(courses) | set(rosters_by_course)):
-        course = courses.get(course_id, {})
-        students = rosters_by_course.get(course_id, {}).get("students")
+    table = asyncio.run(read())
+    for course_id in table.course_ids():
+        course = table.courses.get(course_id, {})
+        students = table.students(course_id)
         click.echo(
             f"{course_id}  {course.get('name', '(no course record)')}  "
             f"teachers: {', '.join(course.get('teachers', [])) or '-'}  "

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
 import pytest
 
 from lo_stream.connectors.exceptions import RosterFileError
-from lo_stream.connectors.rosters import parse_courses, parse_roster, read_courses, read_rosters
+from lo_stream.connectors.rosters import parse_courses, parse_roster
+from lo_stream.tables.rosters import RosterTable
+from lo_stream.topics import ensure_topics
 from tests.support import lo_stream_command
 
 LO_ROSTER = [
@@ -83,35 +86,55 @@ def test_courses_csv_and_json(tmp_path):
         parse_courses(json_path)
 
 
+async def until(condition, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "the roster table did not catch up"
+        await asyncio.sleep(0.1)
+
+
 @pytest.mark.kafka
-async def test_load_reload_and_refuse_a_roster(settings, tmp_path):
+async def test_load_reload_and_refuse_a_roster_seen_live_by_the_roster_table(settings, tmp_path):
     env = {**os.environ, **settings.as_env()}
-    first = tmp_path / "roster.json"
-    first.write_text(json.dumps(LO_ROSTER))
-    loaded = lo_stream_command("rosters", "load", str(first), "--course", "alg-1", env=env)
-    assert loaded.returncode == 0, loaded.stderr
-    assert "course alg-1: 2 students" in loaded.stdout
-    assert [s["user_id"] for s in (await read_rosters(settings))["alg-1"]["students"]] == ["gc-1001", "gc-1002"]
+    await ensure_topics(settings)
+    async with RosterTable(settings) as table:
+        changed: list[str] = []
+        table.listeners.append(changed.append)
+        assert table.course_ids() == []
 
-    # Reloading replaces the course's roster: a student who left is gone.
-    second = tmp_path / "roster.csv"
-    second.write_text("user_id,given_name,family_name,email\ngc-1002,Bilal,Okafor,\ngc-1003,Chen,Wu,\n")
-    assert lo_stream_command("rosters", "load", str(second), "--course", "alg-1", env=env).returncode == 0
-    rosters = await read_rosters(settings)
-    assert [s["user_id"] for s in rosters["alg-1"]["students"]] == ["gc-1002", "gc-1003"]
+        first = tmp_path / "roster.json"
+        first.write_text(json.dumps(LO_ROSTER))
+        loaded = lo_stream_command("rosters", "load", str(first), "--course", "alg-1", env=env)
+        assert loaded.returncode == 0, loaded.stderr
+        assert "course alg-1: 2 students" in loaded.stdout
+        await until(lambda: table.students("alg-1") is not None)
+        assert [s["user_id"] for s in table.students("alg-1")] == ["gc-1001", "gc-1002"]
 
-    # A malformed file is refused whole: the roster stays as it was.
-    broken = tmp_path / "broken.csv"
-    broken.write_text("user_id,given_name,family_name,email\ngc-1004,Dara,Kim,\n,Elif,Haddad,\n")
-    refused = lo_stream_command("rosters", "load", str(broken), "--course", "alg-1", env=env)
-    assert refused.returncode != 0
-    assert f"{broken}, line 3: user_id is empty (nothing was loaded)" in refused.stderr
-    assert await read_rosters(settings) == rosters
+        # Reloading replaces the course's roster: a student who left is gone.
+        second = tmp_path / "roster.csv"
+        second.write_text("user_id,given_name,family_name,email\ngc-1002,Bilal,Okafor,\ngc-1003,Chen,Wu,\n")
+        assert lo_stream_command("rosters", "load", str(second), "--course", "alg-1", env=env).returncode == 0
+        await until(lambda: len(changed) == 2)
+        assert [s["user_id"] for s in table.students("alg-1")] == ["gc-1002", "gc-1003"]
 
-    courses = tmp_path / "courses.csv"
-    courses.write_text("id,name,teacher\nalg-1,Algebra 1,ms.rivera\nbio,Biology,dr.okoye\n")
-    assert lo_stream_command("rosters", "courses", str(courses), env=env).returncode == 0
-    assert (await read_courses(settings))["bio"] == {"course_id": "bio", "name": "Biology", "teachers": ["dr.okoye"]}
+        # A malformed file is refused whole: nothing is written.
+        broken = tmp_path / "broken.csv"
+        broken.write_text("user_id,given_name,family_name,email\ngc-1004,Dara,Kim,\n,Elif,Haddad,\n")
+        refused = lo_stream_command("rosters", "load", str(broken), "--course", "alg-1", env=env)
+        assert refused.returncode != 0
+        assert f"{broken}, line 3: user_id is empty (nothing was loaded)" in refused.stderr
+
+        courses = tmp_path / "courses.csv"
+        courses.write_text("id,name,teacher\nalg-1,Algebra 1,ms.rivera\nbio,Biology,dr.okoye\n")
+        assert lo_stream_command("rosters", "courses", str(courses), env=env).returncode == 0
+        await until(lambda: "bio" in table.courses)
+        assert table.courses["bio"] == {"course_id": "bio", "name": "Biology", "teachers": ["dr.okoye"]}
+        assert table.courses_taught_by("ms.rivera") == ["alg-1"]
+        assert changed == ["alg-1", "alg-1", "alg-1", "bio"]  # the broken file changed nothing
+
+    # A table started now reads the same state from the topics.
+    async with RosterTable(settings) as fresh:
+        assert fresh.rosters == table.rosters and fresh.courses == table.courses
     listing = lo_stream_command("rosters", "list", env=env).stdout.splitlines()
     assert listing == [
         "alg-1  Algebra 1  teachers: ms.rivera  students: 2",

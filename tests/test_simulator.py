@@ -10,9 +10,9 @@ from collections import Counter
 import orjson
 import pytest
 
-from lo_stream.connectors.rosters import read_courses, read_rosters
 from lo_stream.connectors.simulator import Typist, invent_class
 from lo_stream.envelopes import decode_envelopes
+from lo_stream.tables.rosters import RosterTable
 from lo_stream.writing import _apply_commands
 from tests.support import ServiceProcess, free_port, lo_stream_command, read_topic, wait_for_table
 
@@ -76,10 +76,11 @@ async def test_simulated_class_through_the_gateway_matches_the_tables(settings, 
         assert worker.stop() == 0, worker.log_tail()
         gateway.stop()
 
-    roster = (await read_rosters(settings))["period-2"]["students"]
-    assert sorted(s["safe_user_id"] for s in roster) == sorted(summary)
-    assert all(s["given_name"] and s["family_name"] for s in roster)
-    assert (await read_courses(settings))["period-2"]["teachers"] == ["ms.rivera"]
+    async with RosterTable(settings) as rosters:
+        roster = rosters.students("period-2")
+        assert sorted(s["safe_user_id"] for s in roster) == sorted(summary)
+        assert all(s["given_name"] and s["family_name"] for s in roster)
+        assert rosters.courses_taught_by("ms.rivera") == ["period-2"]
 
 
 @pytest.mark.kafka
