@@ -10,7 +10,10 @@ import logging
 import faust
 
 from lo_stream.agents import install_agents
-from lo_stream.modules import load_modules
+from lo_stream.modules import ModuleLoadError, load_modules
+from lo_stream.query.exports import ExportCatalog
+from lo_stream.query.language import QueryError
+from lo_stream.query.server import install_query_api
 from lo_stream.reducers import registry
 from lo_stream.settings import Settings, load_settings
 
@@ -20,7 +23,8 @@ logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> faust.App:
-    """Build a Faust app running the reducers of every installed module, each with its table."""
+    """Build a Faust app running the reducers of every installed module, each with its table, and
+    serving the modules' queries."""
     datadir = settings.data_dir / "worker"
     datadir.mkdir(parents=True, exist_ok=True)  # Faust does not create it
     app = faust.App(
@@ -43,8 +47,13 @@ def create_app(settings: Settings) -> faust.App:
             "LO_STREAM_PROCESSING_GUARANTEE=exactly_once is experimental: with faust-streaming 0.15.3 tables "
             "can miss events across restarts (docs/engine.md). The default, at_least_once, keeps them exact."
         )
-    load_modules()
-    install_agents(app, settings, registry)
+    modules = load_modules()
+    try:
+        catalog = ExportCatalog(modules, registry)
+    except QueryError as exc:
+        raise ModuleLoadError(str(exc)) from None
+    tables = install_agents(app, settings, registry)
+    install_query_api(app, settings, tables, list(registry), catalog)
     return app
 
 

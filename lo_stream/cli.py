@@ -400,6 +400,99 @@ def simulate(students: int, ici: float, seed: int, duration: float | None, direc
         summary.write_text(json.dumps({p.safe_user_id: p.summary() for p in pupils}, indent=2))
 
 
+# -- the query layer -----------------------------------------------------------------------
+
+
+@cli.group()
+def users() -> None:
+    """Teachers and admins who may query (LO_STREAM_USERS_FILE)."""
+
+
+def _user_store():
+    from lo_stream.query.access import UserStore
+
+    return UserStore(_settings().users_file)
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["teacher", "admin"]), default="teacher", show_default=True)
+@click.option("--course", "courses", multiple=True, help="A course this teacher sees (repeatable; course records "
+              "naming them as teacher count too).")
+@click.option("--password", is_flag=True, help="Also set a password (asked for), for signing in to dashboards.")
+def users_add(name: str, role: str, courses: tuple[str, ...], password: bool) -> None:
+    """Create a user and print their token (it is not shown again)."""
+    from lo_stream.query.access import UserFileError
+
+    secret = click.prompt("password", hide_input=True, confirmation_prompt=True) if password else None
+    store = _user_store()
+    try:
+        token = store.add(name, role, list(courses), secret)
+    except UserFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(token)
+    click.echo(f"({role} {name} stored in {store.path}; the token is not shown again)", err=True)
+
+
+@users.command("list")
+def users_list() -> None:
+    """List users, roles and courses (never secrets)."""
+    from lo_stream.query.access import UserFileError
+
+    try:
+        entries = _user_store().entries()
+    except UserFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    for entry in entries:
+        courses = ", ".join(entry.get("courses") or []) or "-"
+        click.echo(f"{entry['name']}  role: {entry['role']}  courses: {courses}")
+
+
+@users.command("revoke")
+@click.argument("name")
+def users_revoke(name: str) -> None:
+    """Remove a user; their token and password stop working at once."""
+    if not _user_store().revoke(name):
+        raise click.ClickException(f"no user named {name!r} (see lo-stream users list)")
+    click.echo(f"removed {name}")
+
+
+@cli.command("query")
+@click.argument("export")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="A query parameter (repeatable).")
+@click.option("--url", default=None, help="A worker's URL (default: http://<bind_host>:<worker_port>).")
+@click.option("--token", envvar="LO_STREAM_QUERY_TOKEN", default=None, help="Your token (or LO_STREAM_QUERY_TOKEN).")
+def query_command(export: str, params: tuple[str, ...], url: str | None, token: str | None) -> None:
+    """Run a module's export (e.g. writing.course_overview --param course_id=alg-1) and print the JSON."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    settings = _settings()
+    if not token:
+        raise click.ClickException("give your token with --token or LO_STREAM_QUERY_TOKEN (lo-stream users add)")
+    values = {}
+    for param in params:
+        name, sep, value = param.partition("=")
+        if not sep or not name:
+            raise click.ClickException(f"--param {param!r} is not NAME=VALUE")
+        values[name] = value
+    url = (url or f"http://{settings.bind_host}:{settings.worker_port}").rstrip("/")
+    request = urllib.request.Request(
+        f"{url}/api/query", data=json.dumps({"export": export, "params": values}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.load(response)
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        raise click.ClickException(f"{exc.code} {exc.reason}: {detail}") from None
+    except urllib.error.URLError as exc:
+        raise click.ClickException(f"no worker answers at {url} ({exc.reason}): start one with lo-stream worker") from None
+    click.echo(json.dumps(answer["result"], indent=2, ensure_ascii=False))
+
+
 # -- everything at once --------------------------------------------------------------------
 
 

@@ -1,9 +1,12 @@
-"""Modules: Python packages that bring reducers (and later queries and dashboards).
+"""Modules: Python packages that bring reducers, queries (and dashboards).
 
 A module registers itself with an entry point in its ``pyproject.toml``::
 
     [project.entry-points."lo_stream.modules"]
     mymodule = "mymodule"
+
+Its reducers register themselves when it is imported; its queries are the ``QUERIES`` document
+of the package (see `lo_stream.query`), exported as ``<module>.<export>``.
 
 ``pip install -e mymodule`` makes it live on the next worker start; ``lo-stream modules``
 lists what is installed.
@@ -31,6 +34,7 @@ class Module:
     package: str
     distribution: str
     reducers: tuple[Reducer, ...]
+    queries: dict | None = None
 
 
 def load_modules(reducers: ReducerRegistry = registry) -> list[Module]:
@@ -48,5 +52,10 @@ def load_modules(reducers: ReducerRegistry = registry) -> list[Module]:
                 f"{type(exc).__name__}: {exc}. Fix it, or remove it with: pip uninstall {distribution}"
             ) from exc
         package_name = getattr(package, "__name__", entry_point.value)
-        modules.append(Module(entry_point.name, package_name, distribution, tuple(reducers.from_module(package_name))))
+        modules.append(
+            Module(
+                entry_point.name, package_name, distribution, tuple(reducers.from_module(package_name)),
+                getattr(package, "QUERIES", None),
+            )
+        )
     return modules

@@ -40,6 +40,7 @@ class TopicNames(BaseModel):
     dead_letters: str
     rosters: str
     courses: str
+    audit: str
 
 
 class Settings(BaseSettings):
@@ -76,7 +77,6 @@ class Settings(BaseSettings):
     bind_host: str = "127.0.0.1"
     worker_port: int = Field(default=6066, ge=1, le=65535)
     gateway_port: int = Field(default=8888, ge=1, le=65535)
-    query_port: int = Field(default=8765, ge=1, le=65535)
     dashboard_port: int = Field(default=5006, ge=1, le=65535)
 
     # The ingest gateway (`lo-stream gateway`)
@@ -94,6 +94,19 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="Events a websocket may send before authenticating (held, then delivered)."
     )
 
+    # The query layer (served by every worker on worker_port)
+    users_file: Path | None = Field(
+        default=None,
+        description="Teachers and admins (lo-stream users). Default: <data_dir>/users.json.",
+    )
+    query_allow_client_dags: bool = Field(
+        default=False, description="Let callers send whole query DAGs, not only the modules' named exports."
+    )
+    cluster_secret: str = Field(
+        default="",
+        description="Shared by a deployment's workers to read each other's tables. Empty: only from 127.0.0.1.",
+    )
+
     _embedded_broker: bool = PrivateAttr(default=False)
 
     @field_validator("broker")
@@ -106,7 +119,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{server!r} is not 'host:port' (example: 127.0.0.1:9092)")
         return ",".join(servers)
 
-    @field_validator("data_dir", "cache_dir", "gateway_tokens_file")
+    @field_validator("data_dir", "cache_dir", "gateway_tokens_file", "users_file")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
@@ -120,6 +133,8 @@ class Settings(BaseSettings):
             self.kafka_controller_port = self.kafka_port + 1
         if self.gateway_tokens_file is None:
             self.gateway_tokens_file = self.data_dir / "gateway-tokens.json"
+        if self.users_file is None:
+            self.users_file = self.data_dir / "users.json"
         return self
 
     @property
@@ -145,6 +160,7 @@ class Settings(BaseSettings):
             dead_letters=f"{prefix}.dead-letters",
             rosters=f"{prefix}.rosters",
             courses=f"{prefix}.courses",
+            audit=f"{prefix}.audit",
         )
 
     @property

@@ -40,6 +40,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # keeps the latest, so a reload replaces a course in one write.
         TopicSpec(names.rosters, 1, {"cleanup.policy": "compact"}),
         TopicSpec(names.courses, 1, {"cleanup.policy": "compact"}),
+        # Who queried what, when: kept like the events.
+        TopicSpec(names.audit, 1, KEEP_FOREVER),
     ]
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 import bisect
 import statistics
 
+from lo_stream.query import call, join, keys, parameter, query, select, variable
 from lo_stream.reducers import event_reducer, student_event_reducer
 
 __all__ = [
     "EDIT_EVENTS",
+    "QUERIES",
     "TIME_ON_TASK_BIN_MS",
     "TIME_ON_TASK_GAP_CAP_MS",
     "TYPING_WINDOW",
@@ -151,10 +153,10 @@ def text(event, state):
     return _text_state(text_now, cursor)
 
 
-@student_event_reducer(null_state={"documents": {}, "last_document": None})
+@student_event_reducer(null_state={"documents": {}, "last_document": None, "last_access": None})
 def documents(event, state):
     """The documents a student touched (events with a ``client.doc_id``), each with its latest
-    access time (``client.timestamp``), and the most recently accessed one.
+    access time (``client.timestamp``), and the most recently accessed one with its time.
 
     Example: doc "a" at t=5 then doc "b" at t=3 keeps "a" as the last document.
     """
@@ -165,4 +167,66 @@ def documents(event, state):
     seen = state["documents"].get(doc_id, {}).get("last_access")
     docs = {**state["documents"], doc_id: {"last_access": timestamp if seen is None else max(seen, timestamp)}}
     last = max(docs, key=lambda d: docs[d]["last_access"])
-    return {"documents": docs, "last_document": last}
+    return {"documents": docs, "last_document": last, "last_access": docs[last]["last_access"]}
+
+
+# -- queries ---------------------------------------------------------------------------------
+
+
+def _per_student(reducer, fields):
+    return select(keys(f"lo_stream.writing.{reducer}", student=(variable("roster"), "safe_user_id")), fields)
+
+
+def _current_document(reducer, fields):
+    """`reducer` (keyed by student and document) at each student's last document."""
+    return select(
+        keys(
+            f"lo_stream.writing.{reducer}",
+            student=(variable("documents"), "key.student"),
+            doc_id=(variable("documents"), "last_document"),
+        ),
+        fields,
+    )
+
+
+def _joined_on_student(*names):
+    node = variable(names[0])
+    for name in names[1:]:
+        node = join(node, variable(name), "key.student", "key.student")
+    return node
+
+
+QUERIES = query(
+    {
+        "roster": call("lo_stream.roster", parameter("course_id")),
+        "counts": _per_student("event_count", {"count": "events"}),
+        "speed": _per_student("typing_speed", {"median_interval_ms": "typing_median_ms"}),
+        "documents": _per_student(
+            "documents", {"last_document": "last_document", "last_access": "last_active", "documents": "documents"}
+        ),
+        "texts": _current_document("text", {"words": "words", "characters": "characters"}),
+        "time": _current_document("time_on_task", {"total_ms": "time_on_task_ms"}),
+        "students": join(
+            _joined_on_student("counts", "speed", "documents", "texts", "time"),
+            variable("roster"), "key.student", "safe_user_id",
+        ),
+        "student_text": select(
+            keys("lo_stream.writing.text", student=([parameter("student")], None), doc_id=([parameter("doc_id")], None)),
+        ),
+        "student_documents": select(keys("lo_stream.writing.documents", student=([parameter("student")], None))),
+        "student_time": select(
+            keys("lo_stream.writing.time_on_task", student=([parameter("student")], None),
+                 doc_id=([parameter("doc_id")], None)),
+        ),
+    },
+    exports={
+        "course_overview": {
+            "returns": "students",
+            "description": "Per student of a course: events, typing speed (median interval, ms), last document "
+            "and when, its words and characters, time on it (ms), with the roster.",
+        },
+        "student_text": {"returns": "student_text", "description": "A student's document: text, cursor, counts."},
+        "student_documents": {"returns": "student_documents", "description": "The documents a student touched."},
+        "student_time": {"returns": "student_time", "description": "Time on task on a document, per 10-minute window."},
+    },
+)

@@ -74,7 +74,7 @@ def test_tokens_are_stored_hashed_and_revocable(tmp_path):
 
 def test_broken_tokens_file_is_named(tmp_path):
     (tmp_path / "tokens.json").write_text('{"tokens": [{"name": "x"}]}')
-    with pytest.raises(TokenFileError, match=r"token 0 lacks user_id, sha256"):
+    with pytest.raises(TokenFileError, match=r"entry 0 lacks user_id, sha256"):
         TokenStore(tmp_path / "tokens.json").identify("anything")
 
 

@@ -159,6 +159,7 @@ def test_documents_keep_the_latest_access_and_the_last_document():
     assert run(documents, events) == {
         "documents": {"a": {"last_access": 5}, "b": {"last_access": 3}},
         "last_document": "a",
+        "last_access": 5,
     }
     events.append(envelope("s1", event="keystroke", doc_id="b", timestamp=8))
     assert run(documents, events)["last_document"] == "b"

@@ -37,8 +37,8 @@ __all__ = ["install_agents"]
 logger = logging.getLogger(__name__)
 
 
-def install_agents(app: faust.App, settings: Settings, reducers: Iterable[Reducer]) -> None:
-    """Register the reducing agent and one table per reducer on `app`."""
+def install_agents(app: faust.App, settings: Settings, reducers: Iterable[Reducer]) -> dict[str, faust.Table]:
+    """Register the reducing agent and one table per reducer on `app`; return the tables by reducer id."""
     reducers = list(reducers)
     # internal=True: Faust creates the topic with our partition count when it is missing.
     events = app.topic(
@@ -134,6 +134,8 @@ def install_agents(app: faust.App, settings: Settings, reducers: Iterable[Reduce
     async def reduce_events(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await reduce_message(event)
+
+    return tables
 
 
 class Item(NamedTuple):

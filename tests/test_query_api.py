@@ -1,0 +1,127 @@
+"""The query API of a running worker: exports over HTTP and websocket, course-scoped access, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+import aiohttp
+import pytest
+
+from lo_stream.connectors.rosters import roster_student, write_course
+from lo_stream.query.access import UserStore
+from lo_stream.topics import ensure_topics
+from tests.support import ServiceProcess, envelope, lo_stream_command, produce, read_topic, wait_for_table
+
+pytestmark = pytest.mark.kafka
+
+EVENT_COUNT = "lo_stream.writing.event_count-v1"
+
+
+async def classroom(settings) -> tuple[dict[str, str], int]:
+    """Two courses with their teachers, a few events; returns each user's token, and the offset
+    of s1's last event."""
+    await ensure_topics(settings)
+    users = UserStore(settings.users_file)
+    tokens = {
+        "rivera": users.add("ms.rivera", "teacher"),  # teaches alg-1 per the course record
+        "chen": users.add("mr.chen", "teacher", courses=["bio"]),  # per the users file
+        "root": users.add("root", "admin", password="s3cret"),
+    }
+    await write_course(
+        settings, {"course_id": "alg-1", "name": "Algebra 1", "teachers": ["ms.rivera"]},
+        [roster_student(f"s{i}", f"Given{i}", f"Family{i}") for i in (1, 2, 3)],
+    )
+    await write_course(settings, {"course_id": "bio", "name": "Biology", "teachers": []},
+                       [roster_student("b1", "Bo", "Lind")])
+    events = [("s1", envelope("s1", event="google_docs_save", doc_id="d1", timestamp=1000 + i,
+                              bundles=[{"commands": [{"ty": "is", "ibi": 1, "s": "word "}]}])) for i in range(3)]
+    events += [("s2", envelope("s2", event="keystroke", timestamp=5000)), ("b1", envelope("b1", event="keystroke", timestamp=1))]
+    produced = await produce(settings, events)
+    return tokens, max(offset for key, offset in produced if key == "s1")
+
+
+async def post(http, base, token, body, **kwargs):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with http.post(f"{base}/api/query", json=body, headers=headers, **kwargs) as response:
+        return response.status, await response.json(content_type=None)
+
+
+async def test_course_overview_joins_the_roster_and_access_follows_courses(settings, tmp_path):
+    tokens, s1_offset = await classroom(settings)
+    worker = ServiceProcess(settings, tmp_path / "worker.log").start()
+    base = f"http://127.0.0.1:{settings.worker_port}"
+    try:
+        await wait_for_table(settings, EVENT_COUNT, {"s1": 3, "s2": 1, "b1": 1}, worker,
+                             project=lambda v: v["state"]["count"])
+        async with aiohttp.ClientSession() as http:
+            overview = {"export": "writing.course_overview", "params": {"course_id": "alg-1"}}
+            status, answer = await post(http, base, tokens["rivera"], overview)
+            assert status == 200, answer
+            rows = {row["key"]["student"]: row for row in answer["result"]}
+            assert sorted(rows) == ["s1", "s2", "s3"]  # every student on the roster
+            assert rows["s1"]["events"] == 3 and rows["s1"]["full_name"] == "Given1 Family1"
+            assert rows["s1"]["last_document"] == "d1" and rows["s1"]["words"] == 3
+            assert rows["s1"]["last_active"] == 1002
+            assert rows["s3"]["events"] == 0 and rows["s3"]["typing_median_ms"] is None  # no events: defaults
+            assert "words" not in rows["s3"]  # no document yet
+            count_provenance = rows["s1"]["provenance"][0]
+            assert count_provenance["reducer"] == "lo_stream.writing.event_count"
+            assert count_provenance["version"] == 1 and count_provenance["key"] == "s1"
+            assert count_provenance["offset"] == s1_offset  # the event that last changed it
+            assert rows["s3"]["provenance"][0]["offset"] is None
+
+            # The access matrix over HTTP: every role x own / other course, and anonymous.
+            for who, course, expected in [
+                ("rivera", "alg-1", 200), ("rivera", "bio", 403),
+                ("chen", "bio", 200), ("chen", "alg-1", 403),
+                ("root", "alg-1", 200), ("root", "bio", 200),
+                (None, "alg-1", 401), ("forged", "bio", 401),
+            ]:
+                token = tokens.get(who, who)
+                status, answer = await post(http, base, token, {**overview, "params": {"course_id": course}})
+                assert status == expected, (who, course, answer)
+            status, answer = await post(http, base, tokens["rivera"],
+                                        {"export": "writing.student_text", "params": {"student": "b1", "doc_id": "x"}})
+            assert status == 403 and "b1" in answer["error"]  # not on her rosters
+            # Basic sign-in with a password works like the token.
+            for password, expected in [("s3cret", 200), ("nope", 401)]:
+                headers = {"Authorization": aiohttp.encode_basic_auth("root", password)}
+                async with http.post(f"{base}/api/query", json=overview, headers=headers) as response:
+                    assert response.status == expected
+
+            # Errors name what is wrong.
+            status, answer = await post(http, base, tokens["root"], {"export": "writing.nope"})
+            assert status == 400 and "no export 'writing.nope'" in answer["error"]
+            status, answer = await post(http, base, tokens["root"], {"export": "writing.course_overview"})
+            assert status == 400 and answer["error"] == "missing required parameter 'course_id'"
+            assert answer["node"] == "roster"
+            status, answer = await post(http, base, tokens["root"], {**overview, "params": {"course_id": "x"}})
+            assert status == 400 and "course 'x' has no roster" in answer["error"]
+            dag = {"query": {"execution_dag": {}}, "returns": "x"}
+            status, answer = await post(http, base, tokens["root"], dag)
+            assert status == 400 and "LO_STREAM_QUERY_ALLOW_CLIENT_DAGS" in answer["error"]
+
+            async with http.get(f"{base}/api/courses", headers={"Authorization": f"Bearer {tokens['rivera']}"}) as r:
+                assert (await r.json())["courses"] == [
+                    {"course_id": "alg-1", "name": "Algebra 1", "teachers": ["ms.rivera"], "students": 3}
+                ]
+
+        cli = lo_stream_command("query", "writing.course_overview", "--param", "course_id=bio",
+                                "--token", tokens["chen"], env={**os.environ, **settings.as_env()})
+        assert cli.returncode == 0, cli.stderr
+        assert [row["key"]["student"] for row in json.loads(cli.stdout)] == ["b1"]
+        refused = lo_stream_command("query", "writing.course_overview", "--param", "course_id=alg-1",
+                                    "--token", tokens["chen"], env={**os.environ, **settings.as_env()})
+        assert refused.returncode != 0 and "403" in refused.stderr and "does not teach" in refused.stderr
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+
+    audit = [value for _, value in await read_topic(settings, settings.topics.audit, latest_per_key=False)]
+    assert len(audit) == 15  # every query run, allowed or not (not the 401s: nobody to name)
+    first = audit[0]
+    assert (first["user"], first["query"], first["params"], first["status"], first["students"]) == (
+        "ms.rivera", "writing.course_overview", {"course_id": "alg-1"}, "ok", 3,
+    )
+    assert [a["status"] for a in audit].count("denied") == 4
