@@ -10,6 +10,7 @@ import logging
 import faust
 
 from lo_stream.agents import install_agents
+from lo_stream.agents.metrics import WorkerMetrics
 from lo_stream.modules import ModuleLoadError, load_modules
 from lo_stream.query.exports import ExportCatalog
 from lo_stream.query.language import QueryError
@@ -52,8 +53,9 @@ def create_app(settings: Settings) -> faust.App:
         catalog = ExportCatalog(modules, registry)
     except QueryError as exc:
         raise ModuleLoadError(str(exc)) from None
-    tables = install_agents(app, settings, registry)
-    install_query_api(app, settings, tables, list(registry), catalog)
+    metrics = WorkerMetrics(app)
+    tables = install_agents(app, settings, registry, metrics)
+    install_query_api(app, settings, tables, list(registry), catalog, metrics.registry)
     return app
 
 

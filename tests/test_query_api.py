@@ -125,3 +125,112 @@ async def test_course_overview_joins_the_roster_and_access_follows_courses(setti
         "ms.rivera", "writing.course_overview", {"course_id": "alg-1"}, "ok", 3,
     )
     assert [a["status"] for a in audit].count("denied") == 4
+
+
+class Subscriber:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+
+    async def send(self, message: dict) -> None:
+        await self.ws.send_str(json.dumps(message))
+
+    async def next(self, timeout: float = 30) -> dict:
+        message = await asyncio.wait_for(self.ws.receive(), timeout)
+        assert message.type == aiohttp.WSMsgType.TEXT, message
+        return json.loads(message.data)
+
+    async def update_for(self, student: str) -> dict:
+        """The row of the first update holding `student`; every update on the way must be for the
+        subscribed course."""
+        while True:
+            update = await self.next()
+            assert update["type"] == "update", update
+            rows = {row["key"]["student"]: row for row in update["rows"]}
+            assert set(rows) <= {"s1", "s2", "s3", "s4"}, update
+            if student in rows:
+                return rows[student]
+
+    async def nothing_for(self, seconds: float) -> None:
+        try:
+            message = await asyncio.wait_for(self.ws.receive(), seconds)
+        except asyncio.TimeoutError:
+            return
+        raise AssertionError(f"unexpected message: {message.data}")
+
+
+async def metric(http, base: str, name: str) -> float:
+    async with http.get(f"{base}/metrics") as response:
+        for line in (await response.text()).splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+async def test_live_subscription_sends_the_result_then_changed_rows(settings, tmp_path):
+    tokens, _ = await classroom(settings)
+    worker = ServiceProcess(settings, tmp_path / "worker.log").start()
+    base = f"http://127.0.0.1:{settings.worker_port}"
+    overview = {"export": "writing.course_overview", "params": {"course_id": "alg-1"}}
+    try:
+        await wait_for_table(settings, EVENT_COUNT, {"s1": 3, "s2": 1, "b1": 1}, worker,
+                             project=lambda v: v["state"]["count"])
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(f"{base}/wsapi/query?token={tokens['rivera']}")
+            live = Subscriber(ws)
+            await live.send({"subscribe": "overview", **overview})
+            first = await live.next()
+            assert first["subscription"] == "overview" and first["type"] == "result"
+            assert {row["key"]["student"]: row["events"] for row in first["result"]} == {"s1": 3, "s2": 1, "s3": 0}
+
+            # New events: only the changed students' rows come, with their new values.
+            await produce(settings, [("s2", envelope("s2", event="keystroke", timestamp=6000 + i)) for i in range(2)])
+            row = await live.update_for("s2")
+            if row["events"] == 2:  # the two events may have come as two changes
+                row = await live.update_for("s2")
+            assert (row["events"], row["full_name"]) == (3, "Given2 Family2")
+            # Another course's student changes nothing here (update_for checks every row).
+            await produce(settings, [("b1", envelope("b1", event="keystroke", timestamp=2))])
+            await produce(settings, [("s3", envelope("s3", event="keystroke", timestamp=7000))])
+            assert (await live.update_for("s3"))["events"] == 1
+
+            # A roster reload re-sends the whole result.
+            await write_course(
+                settings, {"course_id": "alg-1", "name": "Algebra 1", "teachers": ["ms.rivera"]},
+                [roster_student(f"s{i}", f"Given{i}", f"Family{i}") for i in (1, 2, 3, 4)],
+            )
+            seen = []
+            while not seen or seen[-1]["type"] != "result" or len(seen[-1]["result"]) != 4:
+                seen.append(await live.next())  # the course record may re-send the old roster first
+                assert len(seen) < 5 and seen[-1]["type"] in ("result", "update"), seen
+
+            # A subscription to what she may not see is refused on this connection, which stays usable.
+            await live.send({"subscribe": "bio", "export": "writing.course_overview", "params": {"course_id": "bio"}})
+            refused = await live.next()
+            assert refused["type"] == "error" and "does not teach course 'bio'" in refused["error"]
+
+            assert await metric(http, base, "lo_stream_query_subscriptions") == 1
+            await live.send({"unsubscribe": "overview"})
+            assert await live.next() == {"subscription": "overview", "type": "unsubscribed"}
+            await produce(settings, [("s1", envelope("s1", event="keystroke", timestamp=9000))])
+            await live.nothing_for(3)
+            assert await metric(http, base, "lo_stream_query_subscriptions") == 0
+
+            # A subscriber that just disconnects leaves nothing behind either.
+            other = await http.ws_connect(f"{base}/wsapi/query", headers={"Authorization": f"Bearer {tokens['root']}"})
+            await other.send_str(json.dumps({"subscribe": "x", **overview}))
+            assert json.loads((await other.receive()).data)["type"] == "result"
+            assert await metric(http, base, "lo_stream_query_connections") == 2
+            await other.close()
+            await ws.close()
+            for _ in range(50):
+                if await metric(http, base, "lo_stream_query_connections") == 0:
+                    break
+                await asyncio.sleep(0.1)
+            assert await metric(http, base, "lo_stream_query_connections") == 0
+            assert await metric(http, base, "lo_stream_query_subscriptions") == 0
+
+            with pytest.raises(aiohttp.WSServerHandshakeError) as anonymous:
+                await http.ws_connect(f"{base}/wsapi/query")
+            assert anonymous.value.status == 401
+    finally:
+        assert worker.stop() == 0, worker.log_tail()

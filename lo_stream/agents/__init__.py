@@ -37,7 +37,9 @@ __all__ = ["install_agents"]
 logger = logging.getLogger(__name__)
 
 
-def install_agents(app: faust.App, settings: Settings, reducers: Iterable[Reducer]) -> dict[str, faust.Table]:
+def install_agents(
+    app: faust.App, settings: Settings, reducers: Iterable[Reducer], metrics: WorkerMetrics
+) -> dict[str, faust.Table]:
     """Register the reducing agent and one table per reducer on `app`; return the tables by reducer id."""
     reducers = list(reducers)
     # internal=True: Faust creates the topic with our partition count when it is missing.
@@ -50,7 +52,6 @@ def install_agents(app: faust.App, settings: Settings, reducers: Iterable[Reduce
     )
     dead_letters = app.topic(settings.topics.dead_letters, key_serializer="raw", value_serializer="raw")
     tables = {reducer.id: reducer_table(app, settings, reducer) for reducer in reducers}
-    metrics = WorkerMetrics(app)
     # Bound once: labels() per event would cost a lookup and a lock on the hot path.
     applied_events = {r.id: metrics.events.labels(r.id) for r in reducers}
     failed_events = {r.id: metrics.errors.labels(r.id) for r in reducers}

@@ -25,6 +25,8 @@ import aiohttp
 import faust
 import orjson
 from aiohttp import WSMsgType, web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
 
 from lo_stream.connectors.producer import EventProducer
 from lo_stream.query.access import UserFileError, UserStore
@@ -129,6 +131,7 @@ class QueryService:
         self.reader = WorkerTableReader(app, settings, tables)
         self.audit = EventProducer(settings)
         self.ready = asyncio.Event()
+        self.connections = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -291,6 +294,7 @@ class QueryService:
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
         subscriptions: dict[str, Subscription] = {}
+        self.connections += 1
 
         async def send(message: dict) -> None:
             if ws.closed:
@@ -308,6 +312,7 @@ class QueryService:
                     continue
                 await self._on_ws_message(caller, request_body, subscriptions, send)
         finally:
+            self.connections -= 1
             for subscription in subscriptions.values():
                 self.hub.unsubscribe(subscription)
         return ws
@@ -348,10 +353,26 @@ class QueryService:
         subscriptions[subscription_id] = subscription
 
 
+class _LiveQueryMetrics:
+    """Live subscriptions and connections at scrape time (a leak shows as a number that only grows)."""
+
+    def __init__(self, service: QueryService) -> None:
+        self._service = service
+
+    def collect(self):
+        subscriptions = GaugeMetricFamily("lo_stream_query_subscriptions", "Live query subscriptions.")
+        subscriptions.add_metric([], len(self._service.hub.subscriptions))
+        connections = GaugeMetricFamily("lo_stream_query_connections", "Open /wsapi/query connections.")
+        connections.add_metric([], self._service.connections)
+        yield subscriptions
+        yield connections
+
+
 def install_query_api(app: faust.App, settings: Settings, tables: dict[str, faust.Table], reducers: list[Reducer],
-                      catalog: ExportCatalog) -> QueryService:
+                      catalog: ExportCatalog, metrics: CollectorRegistry) -> QueryService:
     """Add the query API's routes to the worker's web server and start it with the worker."""
     service = QueryService(app, settings, tables, reducers, catalog)
+    metrics.register(_LiveQueryMetrics(service))
     router = app.web.web_app.router
     router.add_post("/api/query", service.post_query)
     router.add_get("/api/exports", service.get_exports)
