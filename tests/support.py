@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -213,3 +214,9 @@ def expected_counts(produced: Iterable[tuple[str, int]]) -> dict[str, dict]:
         entry["state"]["count"] += 1
         entry["offset"] = max(entry["offset"], offset)
     return table
+
+
+def assigned_partitions(worker: ServiceProcess, settings: Settings) -> str:
+    """The events-topic partitions Faust last reported assigning to `worker` (e.g. '0-1'), or ''."""
+    found = re.findall(rf"\| {re.escape(settings.topics.events)}\s+\| \{{([^}}]*)\}}", worker.log_file.read_text())
+    return found[-1] if found else ""

@@ -12,7 +12,16 @@ import pytest
 from lo_stream.connectors.rosters import roster_student, write_course
 from lo_stream.query.access import UserStore
 from lo_stream.topics import ensure_topics
-from tests.support import ServiceProcess, envelope, lo_stream_command, produce, read_topic, wait_for_table
+from tests.support import (
+    ServiceProcess,
+    assigned_partitions,
+    envelope,
+    free_port,
+    lo_stream_command,
+    produce,
+    read_topic,
+    wait_for_table,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -234,3 +243,38 @@ async def test_live_subscription_sends_the_result_then_changed_rows(settings, tm
             assert anonymous.value.status == 401
     finally:
         assert worker.stop() == 0, worker.log_tail()
+
+
+async def test_a_query_gathers_students_whose_keys_live_on_different_workers(settings, tmp_path):
+    await ensure_topics(settings)
+    token = UserStore(settings.users_file).add("root", "admin")
+    students = [f"st{i:02d}" for i in range(40)]
+    await write_course(settings, {"course_id": "big", "name": "Big class", "teachers": []},
+                       [roster_student(s, s, "X") for s in students])
+    expected = {s: s.count("1") + 1 for s in students}
+    await produce(settings, [(s, envelope(s, event="keystroke")) for s, n in expected.items() for _ in range(n)])
+    second_settings = settings.model_copy(update={"data_dir": tmp_path / "second", "worker_port": free_port()})
+    workers = [ServiceProcess(settings, tmp_path / "first.log").start(),
+               ServiceProcess(second_settings, tmp_path / "second.log").start()]
+    try:
+        await wait_for_table(settings, EVENT_COUNT, expected, workers[0], project=lambda v: v["state"]["count"])
+        for _ in range(120):  # until each worker holds part of the partitions
+            split = [assigned_partitions(worker, settings) for worker in workers]
+            if all(split) and "0-3" not in split:
+                break
+            await asyncio.sleep(0.5)
+        else:
+            raise AssertionError(f"the workers did not share the partitions: {split}")
+        await asyncio.sleep(2)  # let the last rebalance's recovery finish
+        async with aiohttp.ClientSession() as http:
+            for worker_settings in (settings, second_settings):
+                base = f"http://127.0.0.1:{worker_settings.worker_port}"
+                status, answer = await post(http, base, token,
+                                            {"export": "writing.course_overview", "params": {"course_id": "big"}})
+                assert status == 200, answer
+                assert {row["key"]["student"]: row["events"] for row in answer["result"]} == expected
+                assert await metric(http, base, 'lo_stream_query_keys_read_total{where="remote"}') > 0
+                assert await metric(http, base, 'lo_stream_query_keys_read_total{where="local"}') > 0
+    finally:
+        for worker in workers:
+            assert worker.stop() == 0, worker.log_tail()

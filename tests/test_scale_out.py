@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 
 import pytest
 
 from lo_stream.topics import ensure_topics
-from tests.support import ServiceProcess, envelope, expected_counts, free_port, produce, wait_for_table
+from tests.support import (
+    ServiceProcess,
+    assigned_partitions,
+    envelope,
+    expected_counts,
+    free_port,
+    produce,
+    wait_for_table,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -52,9 +59,3 @@ async def test_two_workers_split_the_work_and_one_takes_over(settings, tmp_path)
             if worker.process and worker.process.poll() is None:
                 worker.stop()
     assert len(produced) == 5000
-
-
-def assigned_partitions(worker: ServiceProcess, settings) -> str:
-    """The events-topic partitions Faust last reported assigning to `worker` (e.g. '0-1'), or ''."""
-    found = re.findall(rf"\| {re.escape(settings.topics.events)}\s+\| \{{([^}}]*)\}}", worker.log_file.read_text())
-    return found[-1] if found else ""

@@ -25,8 +25,10 @@ import aiohttp
 import faust
 import orjson
 from aiohttp import WSMsgType, web
+from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from yarl import URL
 
 from lo_stream.connectors.producer import EventProducer
 from lo_stream.query.access import UserFileError, UserStore
@@ -34,7 +36,7 @@ from lo_stream.query.executor import AccessDenied, Caller, Execution
 from lo_stream.query.exports import ExportCatalog
 from lo_stream.query.language import QueryError
 from lo_stream.query.subscriptions import Subscription, SubscriptionHub, reducers_of
-from lo_stream.reducers import Reducer
+from lo_stream.reducers import STUDENT, Reducer
 from lo_stream.settings import Settings
 from lo_stream.tables.rosters import RosterTable
 
@@ -68,17 +70,18 @@ class WorkerTableReader:
         self.settings = settings
         self.tables = tables
         self._http: aiohttp.ClientSession | None = None
+        self.keys_read = {"local": 0, "remote": 0}
 
     async def read(self, reducer: Reducer, keys: list[str]) -> dict[str, dict | None]:
         table = self.tables[reducer.id]
-        here = self._ident(self.app.conf.canonical_url)
+        here = self._ident(URL(str(self.app.conf.canonical_url)))
+        owners = self._owners(table)
         local: list[str] = []
         remote: dict[str, list[str]] = {}
         for key in keys:
-            try:
-                owner = self.app.router.key_store(table.name, key)
-            except KeyError:
-                raise Unavailable("the workers are rebalancing their tables; try again in a moment") from None
+            owner = owners.get(self._partition(reducer, key))
+            if owner is None:
+                raise Unavailable("the workers are rebalancing their tables; try again in a moment")
             if self._ident(owner) == here:
                 local.append(key)
             else:
@@ -86,7 +89,28 @@ class WorkerTableReader:
         values = self.read_local(table.name, local)
         for url, owner_keys in remote.items():
             values.update(await self._read_remote(url, table.name, owner_keys))
+        self.keys_read["local"] += len(local)
+        self.keys_read["remote"] += len(keys) - len(local)
         return values
+
+    def _partition(self, reducer: Reducer, key: str) -> int:
+        """The partition holding a key: the one its event came from. Student-scoped tables are
+        partitioned like the events topic (by student), the others like their repartition topic
+        (by the key); both with Kafka's default partitioner over the raw key. (Faust's own
+        ``router.key_store`` hashes the JSON-encoded table key, which is not where we put it.)"""
+        partition_key = key
+        if STUDENT in reducer.scope and len(reducer.scope) > 1:
+            partition_key = orjson.loads(key)[reducer.scope.index(STUDENT)]
+        return (murmur2(partition_key.encode()) & 0x7FFFFFFF) % self.settings.partitions
+
+    def _owners(self, table: faust.Table) -> dict[int, URL]:
+        """The worker actively holding each partition of a table, from Faust's assignment."""
+        topic = table.changelog_topic.get_topic_name()
+        return {
+            partition: URL(host)
+            for host, topics in self.app.router.table_metadata(table.name).items()
+            for partition in topics.get(topic, [])
+        }
 
     def read_local(self, table_name: str, keys: list[str]) -> dict[str, dict | None]:
         table = self.app.tables[table_name]
@@ -112,7 +136,7 @@ class WorkerTableReader:
             await self._http.close()
 
     @staticmethod
-    def _ident(url: Any) -> tuple[str, int]:
+    def _ident(url: URL) -> tuple[str, int]:
         return (url.host or "", int(url.port or 80))
 
 
@@ -364,8 +388,15 @@ class _LiveQueryMetrics:
         subscriptions.add_metric([], len(self._service.hub.subscriptions))
         connections = GaugeMetricFamily("lo_stream_query_connections", "Open /wsapi/query connections.")
         connections.add_metric([], self._service.connections)
+        keys_read = CounterMetricFamily(
+            "lo_stream_query_keys_read", "Table keys queries read, here or from the worker owning them.",
+            labels=["where"],
+        )
+        for where, count in self._service.reader.keys_read.items():
+            keys_read.add_metric([where], count)
         yield subscriptions
         yield connections
+        yield keys_read
 
 
 def install_query_api(app: faust.App, settings: Settings, tables: dict[str, faust.Table], reducers: list[Reducer],
