@@ -214,6 +214,7 @@ QUERIES = query(
             keys("lo_stream.writing.text", student=([parameter("student")], None), doc_id=([parameter("doc_id")], None)),
         ),
         "student_documents": select(keys("lo_stream.writing.documents", student=([parameter("student")], None))),
+        "student_typing": select(keys("lo_stream.writing.typing_speed", student=([parameter("student")], None))),
         "student_time": select(
             keys("lo_stream.writing.time_on_task", student=([parameter("student")], None),
                  doc_id=([parameter("doc_id")], None)),
@@ -228,5 +229,6 @@ QUERIES = query(
         "student_text": {"returns": "student_text", "description": "A student's document: text, cursor, counts."},
         "student_documents": {"returns": "student_documents", "description": "The documents a student touched."},
         "student_time": {"returns": "student_time", "description": "Time on task on a document, per 10-minute window."},
+        "student_typing": {"returns": "student_typing", "description": "A student's last edit times and typing speed."},
     },
 )

@@ -75,5 +75,11 @@ class UserStore(SecretFile):
         return _caller(entry)
 
 
-def _caller(entry: dict) -> Caller:
-    return Caller(entry["name"], entry["role"], frozenset(entry.get("courses") or ()))
+    def on_behalf_of(self, name: str, service: Caller) -> Caller | None:
+        """The user `name` as `service` (an admin) asks for them: their rules, the service named."""
+        entry = self.by_name(name)
+        return _caller(entry, via=service.name) if entry else None
+
+
+def _caller(entry: dict, via: str | None = None) -> Caller:
+    return Caller(entry["name"], entry["role"], frozenset(entry.get("courses") or ()), via=via)

@@ -47,6 +47,7 @@ class Caller:
     name: str
     role: str  # "teacher" or "admin"
     courses: frozenset[str] = field(default_factory=frozenset)
+    via: str | None = None  # the admin service asking on this user's behalf
 
     @property
     def is_admin(self) -> bool:

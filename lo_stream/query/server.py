@@ -45,6 +45,8 @@ __all__ = ["QueryService", "install_query_api"]
 logger = logging.getLogger(__name__)
 
 CLUSTER_HEADER = "X-LO-Stream-Cluster"
+# An admin service (the dashboards) asking for a signed-in teacher: that teacher's rules apply.
+ON_BEHALF_HEADER = "X-LO-Stream-On-Behalf-Of"
 LOOPBACK = {"127.0.0.1", "::1"}
 READY_TIMEOUT = 30.0
 
@@ -207,6 +209,13 @@ class QueryService:
             raise web.HTTPUnauthorized(
                 text='{"error": "unknown token, or wrong name or password"}', content_type="application/json"
             )
+        on_behalf_of = request.headers.get(ON_BEHALF_HEADER)
+        if on_behalf_of:
+            if not caller.is_admin:
+                raise web.HTTPForbidden(text=f"only an admin may ask on behalf of someone ({ON_BEHALF_HEADER})")
+            caller = self.users.on_behalf_of(on_behalf_of, caller)
+            if caller is None:
+                raise web.HTTPForbidden(text=f"no user named {on_behalf_of!r}")
         return caller
 
     # -- running -----------------------------------------------------------------------------
@@ -257,7 +266,7 @@ class QueryService:
                      execution: Execution | None, error: QueryError | None) -> None:
         status = "ok" if error is None else "denied" if isinstance(error, AccessDenied) else "error"
         record = {
-            "time": time.time(), "user": caller.name, "role": caller.role, "endpoint": endpoint,
+            "time": time.time(), "user": caller.name, "role": caller.role, "via": caller.via, "endpoint": endpoint,
             "query": what, "params": params, "status": status,
             "students": len(execution.students_read) if execution is not None and error is None else 0,
         }
