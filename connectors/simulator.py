@@ -38,6 +38,7 @@ SIMULATOR_PROVIDENCE = "simulator"
 TYPO_PROBABILITY = 0.03
 PAUSE_PROBABILITY = 0.005
 SWITCH_DOCUMENT_PROBABILITY = 0.01
+CONNECT_WAIT_SECONDS = 30.0
 DOCUMENTS_PER_STUDENT = 3
 
 GIVEN_NAMES = (
@@ -259,14 +260,19 @@ class GatewaySessions:
                 await session.ws.close()
             await self.http.close()
 
-    async def open(self, student: SimulatedStudent) -> "GatewaySessions._Session":
-        try:
-            ws = await self.http.ws_connect(self.url)
-        except aiohttp.ClientError as exc:
-            raise SimulationError(
-                f"cannot reach the gateway at {self.url} ({exc}): start it (lo-stream gateway --insecure-identity) "
-                "or simulate with --direct"
-            ) from None
+    async def open(self, student: SimulatedStudent, wait: float = CONNECT_WAIT_SECONDS) -> "GatewaySessions._Session":
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                ws = await self.http.ws_connect(self.url)
+                break
+            except aiohttp.ClientError as exc:
+                if time.monotonic() > deadline:
+                    raise SimulationError(
+                        f"cannot reach the gateway at {self.url} ({exc}): start it (lo-stream gateway "
+                        "--insecure-identity) or simulate with --direct"
+                    ) from None
+                await asyncio.sleep(0.5)  # e.g. started together with the gateway
         session = self._Session(ws)
         self.sessions.append(session)
         await session.send_frame({"event": "lock_fields", "fields": {"source": SOURCE}})

@@ -493,19 +493,53 @@ def query_command(export: str, params: tuple[str, ...], url: str | None, token: 
     click.echo(json.dumps(answer["result"], indent=2, ensure_ascii=False))
 
 
-# -- everything at once --------------------------------------------------------------------
+# -- the dashboards ------------------------------------------------------------------------
 
 
 @cli.command()
-@click.option("--secure", is_flag=True, help="Do not switch the gateway's development identity on.")
-def run(secure: bool) -> None:
-    """Bring up a development deployment: Kafka (unless a broker is configured), a worker and the
-    gateway (accepting the insecure development identity unless --secure).
+@click.option("--port", type=int, default=None, help="Port (default: LO_STREAM_DASHBOARD_PORT, 5006).")
+def dashboard(port: int | None) -> None:
+    """Serve the teacher dashboards (sign in with a name and password from lo-stream users)."""
+    from lo_stream.dashboards.server import serve_dashboards
+    from lo_stream.modules import ModuleLoadError, load_modules
 
-    Stops what it started on Ctrl-C, or when one of its processes exits.
+    settings = _settings(dashboard_port=port)
+    try:
+        installed = load_modules()
+    except ModuleLoadError as exc:
+        raise click.ClickException(str(exc)) from None
+    base = f"http://{settings.bind_host}:{settings.dashboard_port}"
+
+    def announce(pages: list[str]) -> None:
+        click.echo(f"dashboards (query layer: {settings.query_url}):")
+        for name in pages:
+            click.echo(f"  {base}/{name}")
+
+    serve_dashboards(settings, installed, announce=announce)
+
+
+# -- everything at once --------------------------------------------------------------------
+
+
+DEV_TEACHER = "teacher"
+
+
+@cli.command()
+@click.option("--secure", is_flag=True, help="No development identity, no simulated class, no dev login.")
+@click.option("--students", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Students in the simulated class (0: none).")
+def run(secure: bool, students: int) -> None:
+    """Bring up a development deployment: Kafka (unless a broker is configured), a worker (with the
+    query API), the gateway, the dashboards and a simulated class typing through the gateway.
+
+    Development mode (the default) switches the gateway's insecure identity on, and makes a dev
+    teacher with a fresh password. Stops what it started on Ctrl-C, or when one of its processes exits.
     """
+    import secrets
+
     from lo_stream.connectors.exceptions import LocalKafkaError
     from lo_stream.connectors.local_kafka import LocalKafka
+    from lo_stream.query.access import UserStore
 
     settings = _settings()
     broker = None
@@ -517,16 +551,25 @@ def run(secure: bool) -> None:
         except LocalKafkaError as exc:
             raise click.ClickException(str(exc)) from None
     _ensure_topics(settings)
-    gateway_command = ["gateway"] if secure else ["gateway", "--insecure-identity"]
-    commands = {"worker": ["worker"], "gateway": gateway_command}
-    click.echo(f"starting the worker and the gateway on {settings.broker} (topics under '{settings.topic_prefix}.') ...")
+    commands = {"worker": ["worker"], "gateway": ["gateway"], "dashboard": ["dashboard"]}
+    password = None
     if not secure:
+        commands["gateway"].append("--insecure-identity")
+        if students:
+            commands["simulator"] = ["simulate", "--students", str(students), "--teacher", DEV_TEACHER]
+        users = UserStore(settings.users_file)
+        users.revoke(DEV_TEACHER)
+        password = secrets.token_urlsafe(9)
+        users.add(DEV_TEACHER, "teacher", password=password)
         click.secho(
             "DEVELOPMENT MODE: the gateway accepts test_framework_fake_identity, so anyone who can reach "
             f"{settings.bind_host}:{settings.gateway_port} can send events as any student (--secure turns it off).",
             fg="red", bold=True, err=True,
         )
+    click.echo(f"starting {', '.join(commands)} on {settings.broker} (topics under '{settings.topic_prefix}.') ...")
     children = {name: subprocess.Popen([sys.executable, "-m", "lo_stream", *args]) for name, args in commands.items()}
+    login = f"sign in as {DEV_TEACHER} / {password}" if password else "sign in as a user of lo-stream users"
+    click.secho(f"dashboard: http://{settings.bind_host}:{settings.dashboard_port}/overview  ({login})", bold=True)
     exit_code = 0
     try:
         while all(child.poll() is None for child in children.values()):

@@ -6,7 +6,9 @@ A module registers itself with an entry point in its ``pyproject.toml``::
     mymodule = "mymodule"
 
 Its reducers register themselves when it is imported; its queries are the ``QUERIES`` document
-of the package (see `lo_stream.query`), exported as ``<module>.<export>``.
+of the package (see `lo_stream.query`), exported as ``<module>.<export>``; its dashboard pages are
+``DASHBOARDS``, a mapping of page names to functions building a Panel page (served as
+``/<module>.<name>``, see `lo_stream.dashboards`).
 
 ``pip install -e mymodule`` makes it live on the next worker start; ``lo-stream modules``
 lists what is installed.
@@ -35,6 +37,7 @@ class Module:
     distribution: str
     reducers: tuple[Reducer, ...]
     queries: dict | None = None
+    dashboards: dict | None = None
 
 
 def load_modules(reducers: ReducerRegistry = registry) -> list[Module]:
@@ -55,7 +58,7 @@ def load_modules(reducers: ReducerRegistry = registry) -> list[Module]:
         modules.append(
             Module(
                 entry_point.name, package_name, distribution, tuple(reducers.from_module(package_name)),
-                getattr(package, "QUERIES", None),
+                getattr(package, "QUERIES", None), getattr(package, "DASHBOARDS", None),
             )
         )
     return modules

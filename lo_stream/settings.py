@@ -107,6 +107,17 @@ class Settings(BaseSettings):
         description="Shared by a deployment's workers to read each other's tables. Empty: only from 127.0.0.1.",
     )
 
+    # The dashboards (`lo-stream dashboard`)
+    query_url: str = Field(default="", description="A worker's query API. Empty: http://<bind_host>:<worker_port>.")
+    dashboard_token: str = Field(
+        default="",
+        description="The dashboard server's admin token for the query API. Empty: it makes itself one in the "
+        "users file (which the workers must share).",
+    )
+    dashboard_cookie_secret: str = Field(
+        default="", description="Signs login cookies. Empty: a new one each start (everyone signs in again)."
+    )
+
     _embedded_broker: bool = PrivateAttr(default=False)
 
     @field_validator("broker")
@@ -135,6 +146,8 @@ class Settings(BaseSettings):
             self.gateway_tokens_file = self.data_dir / "gateway-tokens.json"
         if self.users_file is None:
             self.users_file = self.data_dir / "users.json"
+        if not self.query_url:
+            self.query_url = f"http://{self.bind_host}:{self.worker_port}"
         return self
 
     @property

@@ -176,14 +176,17 @@ def state_only(value: dict) -> Any:
 
 async def wait_for_table(
     settings: Settings, table: str, expected: dict, worker: ServiceProcess, timeout: float = 120,
-    *, project=state_and_offset,
+    *, project=state_and_offset, keys: set | None = None,
 ) -> dict:
-    """Poll a table's changelog until its values, passed through `project`, equal `expected`;
-    fail with the difference and the worker log."""
+    """Poll a table's changelog until its values, passed through `project`, equal `expected`
+    (only its `keys`, when given); fail with the difference and the worker log."""
     deadline = time.monotonic() + timeout
     state: dict = {}
     while time.monotonic() < deadline:
-        state = {key: project(value) for key, value in (await read_table(settings, table)).items()}
+        state = {
+            key: project(value) for key, value in (await read_table(settings, table)).items()
+            if keys is None or key in keys
+        }
         if state == expected:
             return state
         if worker.process is not None and worker.process.poll() is not None:

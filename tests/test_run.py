@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,15 +15,17 @@ import pytest
 
 from tests.support import ServiceProcess, free_port, wait_for_table
 
+EVENT_COUNT = "lo_stream.writing.event_count-v1"
+
 pytestmark = pytest.mark.kafka
 
 
-async def test_run_serves_events_end_to_end_and_stops_cleanly(settings, tmp_path):
-    settings = settings.model_copy(update={"gateway_port": free_port()})
+async def test_run_brings_up_the_whole_stack_and_stops_cleanly(settings, tmp_path):
+    settings = settings.model_copy(update={"gateway_port": free_port(), "dashboard_port": free_port()})
     log = tmp_path / "run.log"
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "lo_stream", "run"], stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "lo_stream", "run", "--students", "2"], stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, **settings.as_env()},
         )
     run = ServiceProcess(settings, log)
@@ -35,9 +39,18 @@ async def test_run_serves_events_end_to_end_and_stops_cleanly(settings, tmp_path
                     await ws.send_str(json.dumps({"event": "keystroke", "timestamp": n}))
                 while (reply := json.loads((await ws.receive()).data)).get("seq", 0) < 4:
                     assert reply["status"] in ("auth", "ack"), reply
-        await wait_for_table(
-            settings, "lo_stream.writing.event_count-v1", {"ana": 3}, run, project=lambda v: v["state"]["count"]
-        )
+        # The simulated class types through the same gateway, and the dev teacher sees it.
+        password = re.search(r"sign in as teacher / (\S+)\)", log.read_text()).group(1)
+        rows = await until_class_typing(settings, password, run)
+        assert len(rows) == 2 and all(row["events"] > 0 and row["full_name"] for row in rows)
+        await wait_for_table(settings, EVENT_COUNT, {"ana": 3}, run,
+                             project=lambda v: v["state"]["count"], keys={"ana"})
+        dashboard = f"http://127.0.0.1:{settings.dashboard_port}"
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:  # cookies for 127.0.0.1
+            async with http.post(f"{dashboard}/login", data={"username": "teacher", "password": password}) as signed:
+                assert signed.status == 200 and "/login" not in str(signed.url)
+            async with http.get(f"{dashboard}/overview?course=demo-class") as page:
+                assert page.status == 200 and "/login" not in str(page.url)
     finally:
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=90)
@@ -45,3 +58,24 @@ async def test_run_serves_events_end_to_end_and_stops_cleanly(settings, tmp_path
     output = log.read_text()
     assert "DEVELOPMENT MODE: the gateway accepts test_framework_fake_identity" in output
     assert "stopping Kafka" not in output  # a configured broker is not ours to stop
+    assert f"dashboard: http://127.0.0.1:{settings.dashboard_port}/overview" in output
+
+
+async def until_class_typing(settings, password: str, run: ServiceProcess, timeout: float = 120) -> list[dict]:
+    """The demo class's overview, asked of the query API as the dev teacher, once every student typed."""
+    auth = {"Authorization": aiohttp.encode_basic_auth("teacher", password)}
+    body = {"export": "writing.course_overview", "params": {"course_id": "demo-class"}}
+    rows: list[dict] = []
+    async with aiohttp.ClientSession() as http:
+        for _ in range(int(timeout)):
+            assert run.process.poll() is None, run.log_tail()
+            try:
+                async with http.post(f"http://127.0.0.1:{settings.worker_port}/api/query", json=body, headers=auth) as r:
+                    if r.status == 200:
+                        rows = (await r.json())["result"]
+                        if rows and all(row["events"] > 0 for row in rows):
+                            return rows
+            except aiohttp.ClientConnectionError:
+                pass  # the worker is still starting
+            await asyncio.sleep(1)
+    raise AssertionError(f"the simulated class did not show up: {rows}\n{run.log_tail()}")

@@ -1,0 +1,115 @@
+"""``lo-stream dashboard``: the teacher dashboards, served by Panel behind a login.
+
+Responsibilities:
+
+1. sign teachers and admins in with the names and passwords of the users file (Panel's login
+   page; ``pn.state.user``);
+2. serve the built-in pages and every installed module's pages;
+3. sign in to the query layer with the server's own admin token, asking on the user's behalf;
+4. report what it holds at ``/lo_stream/status`` (live courses and their watchers).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Callable
+
+import holoviews as hv
+import panel as pn
+from panel.auth import BasicAuthProvider, BasicLoginHandler
+from tornado.web import RequestHandler
+
+from lo_stream.dashboards.client import QueryClient
+from lo_stream.dashboards.live import LiveCourses
+from lo_stream.dashboards.pages import DashboardContext, class_page, overview_page, student_page
+from lo_stream.modules import Module
+from lo_stream.query.access import UserStore
+from lo_stream.settings import Settings
+
+__all__ = ["SERVICE_USER", "dashboard_pages", "serve_dashboards", "service_token"]
+
+SERVICE_USER = "lo_stream-dashboard"
+
+
+def service_token(settings: Settings) -> str:
+    """The dashboard server's admin token: from the settings, or a fresh one in the users file."""
+    if settings.dashboard_token:
+        return settings.dashboard_token
+    users = UserStore(settings.users_file)
+    users.revoke(SERVICE_USER)  # the old token (unknown: only its hash is kept) is of no use
+    return users.add(SERVICE_USER, "admin")
+
+
+def dashboard_pages(context: DashboardContext, modules: list[Module]) -> dict[str, Callable[[], object]]:
+    """Page path -> function building the page for a new session, the built-in pages first."""
+    builders = {"overview": overview_page, "student": student_page, "class": class_page}
+    for module in modules:
+        for name, build in (module.dashboards or {}).items():
+            builders[f"{module.name}.{name}"] = build
+    return {path: _for_each_session(build, context) for path, build in builders.items()}
+
+
+def _for_each_session(build: Callable[[DashboardContext], object], context: DashboardContext) -> Callable[[], object]:
+    # A plain function: Panel serves functions, not functools.partial objects.
+    def page() -> object:
+        return build(context)
+
+    return page
+
+
+class _UsersLoginHandler(BasicLoginHandler):
+    users: UserStore
+
+    def _validate(self, username: str, password: str) -> bool:
+        caller = self.users.by_password(username, password)
+        return caller is not None and caller.name != SERVICE_USER
+
+
+class _UsersAuthProvider(BasicAuthProvider):
+    def __init__(self, users: UserStore) -> None:
+        self._users = users  # before Panel's __init__, which already asks for the login handler
+        super().__init__()
+
+    @property
+    def login_handler(self):
+        base = super().login_handler  # sets the endpoint and template on Panel's handler
+        return type("LoStreamLoginHandler", (_UsersLoginHandler,), {
+            "users": self._users, "_login_endpoint": base._login_endpoint, "_login_template": base._login_template,
+        })
+
+
+class _StatusHandler(RequestHandler):
+    def initialize(self, live: LiveCourses) -> None:
+        self.live = live
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.write(json.dumps({"live_courses": self.live.status()}))
+
+
+def serve_dashboards(settings: Settings, modules: list[Module], *,
+                     announce: Callable[[list[str]], None] = lambda pages: None) -> None:
+    """Serve until stopped (Ctrl-C); `announce` gets the page paths first."""
+    pn.extension("tabulator", notifications=False)
+    hv.extension("bokeh", logo=False)
+    client = QueryClient(settings.query_url, service_token(settings))
+    context = DashboardContext(client, LiveCourses(client))
+    port = settings.dashboard_port
+    pages = dashboard_pages(context, modules)
+    announce(list(pages))
+    pn.serve(
+        pages,
+        port=port,
+        address=settings.bind_host,
+        websocket_origin=[f"{settings.bind_host}:{port}", f"localhost:{port}"],
+        auth_provider=_UsersAuthProvider(UserStore(settings.users_file)),
+        cookie_secret=settings.dashboard_cookie_secret or secrets.token_urlsafe(32),
+        title={name: f"lo_stream · {name}" for name in pages},
+        extra_patterns=[("/lo_stream/status", _StatusHandler, {"live": context.live})],
+        # A closed tab's session is destroyed (and lets go of its live data) within seconds.
+        check_unused_sessions_milliseconds=1000,
+        unused_session_lifetime_milliseconds=2000,
+        show=False,
+        start=True,
+    )
