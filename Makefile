@@ -1,5 +1,6 @@
 # lo_stream: the two commands the README promises, and their helpers.
-#   make run    Kafka (embedded unless LO_STREAM_BROKER is set) and a worker
+#   make run    Kafka (embedded unless LO_STREAM_BROKER is set), a worker, the gateway,
+#               the dashboards and a simulated class (development mode)
 #   make test   install if needed, then the whole suite against a real broker
 PYTHON ?= python3
 VENV ?= .venv
