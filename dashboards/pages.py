@@ -117,9 +117,9 @@ class _Session:
             self.doc.add_next_tick_callback(callback)
 
 
-async def _courses(context: DashboardContext, body: pn.Column) -> list[dict] | None:
+async def _courses(context: DashboardContext, user: str, body: pn.Column) -> list[dict] | None:
     try:
-        return await context.client.courses(context.user)
+        return await context.client.courses(user)
     except BackendError as exc:
         body[:] = [_message(f"The query layer cannot be reached ({exc}). Retrying ...", "danger")]
         return None
@@ -128,6 +128,8 @@ async def _courses(context: DashboardContext, body: pn.Column) -> list[dict] | N
 def overview_page(context: DashboardContext) -> pn.viewable.Viewable:
     """Pick a course; one row per roster student, updated live, sortable and filterable."""
     session = _Session()
+    # Read now: asynchronous callbacks do not run in the session's context.
+    user, wanted = context.user, context.query_param("course")
     picker = pn.widgets.Select(name="Course", options={}, sizing_mode="fixed", width=320)
     notice = pn.Column(sizing_mode="stretch_width")
     table = pn.widgets.Tabulator(
@@ -190,6 +192,7 @@ def overview_page(context: DashboardContext) -> pn.viewable.Viewable:
         session.release()
         state["course"] = None
         if not course_id:
+            table.visible = False
             return
         course = context.live.acquire(course_id)
         state["course"] = course
@@ -201,18 +204,20 @@ def overview_page(context: DashboardContext) -> pn.viewable.Viewable:
     picker.param.watch(lambda event: open_course(event.new), "value")
 
     async def load() -> None:
-        courses = await _courses(context, notice)
+        courses = await _courses(context, user, notice)
         if courses is None:
             pn.state.add_periodic_callback(load, period=3000, count=1)
             return
         if not courses:
             notice[:] = [_message("You have no courses yet. An admin loads them with lo-stream rosters courses.")]
             return
-        picker.options = {f"{c['name']} ({c['course_id']})": c["course_id"] for c in courses}
-        wanted = context.query_param("course")
-        if wanted and wanted not in picker.options.values():
+        options = {f"{c['name']} ({c['course_id']})": c["course_id"] for c in courses}
+        if wanted and wanted not in options.values():
+            # A placeholder first: a Select picks its first option, which would open a course.
+            picker.options = {"(choose one of your courses)": None, **options}
             notice[:] = [_message(f"You cannot open course {wanted!r}: it is not one of your courses.", "danger")]
             return
+        picker.options = options
         chosen = wanted or courses[0]["course_id"]
         if picker.value == chosen:
             open_course(chosen)
@@ -222,7 +227,7 @@ def overview_page(context: DashboardContext) -> pn.viewable.Viewable:
     pn.state.onload(load)
     pn.state.add_periodic_callback(refresh_status, period=15_000)
     return pn.Column(
-        pn.pane.Markdown(f"## Course overview\nSigned in as **{context.user}** · [log out](logout)"),
+        pn.pane.Markdown(f"## Course overview\nSigned in as **{user}** · [log out](logout)"),
         picker, body, sizing_mode="stretch_width",
     )
 
@@ -242,7 +247,7 @@ def _typing_plot(timestamps: list[float]) -> hv.Curve:
 
 def student_page(context: DashboardContext) -> pn.viewable.Viewable:
     """A student's current document, typing and activity over time, and their documents."""
-    student, course_id = context.query_param("student"), context.query_param("course")
+    student, course_id, user = context.query_param("student"), context.query_param("course"), context.user
     header = pn.pane.Markdown(f"## {student or 'Student'}", sizing_mode="stretch_width")
     notice = pn.Column(sizing_mode="stretch_width")
     documents = pn.widgets.Select(name="Document", options=[], width=320)
@@ -255,7 +260,6 @@ def student_page(context: DashboardContext) -> pn.viewable.Viewable:
         if not student:
             notice[:] = [_message("Open a student from the course overview.")]
             return
-        user = context.user
         try:
             docs = (await context.client.run("writing.student_documents", {"student": student}, user))[0]["value"]
             typing = (await context.client.run("writing.student_typing", {"student": student}, user))[0]["value"]
@@ -291,7 +295,7 @@ def student_page(context: DashboardContext) -> pn.viewable.Viewable:
 def class_page(context: DashboardContext) -> pn.viewable.Viewable:
     """The distribution of words and time on task across a course."""
     session = _Session()
-    course_id = context.query_param("course")
+    course_id, user = context.query_param("course"), context.user
     notice = pn.Column(sizing_mode="stretch_width")
     plots = pn.Row(sizing_mode="stretch_width")
     dirty = {"value": True}
@@ -320,7 +324,7 @@ def class_page(context: DashboardContext) -> pn.viewable.Viewable:
 
     async def load() -> None:
         nonlocal course
-        courses = await _courses(context, notice)
+        courses = await _courses(context, user, notice)
         if courses is None:
             return
         if course_id not in {c["course_id"] for c in courses}:

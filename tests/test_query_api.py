@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from lo_stream.connectors.rosters import roster_student, write_course
+from lo_stream.query import course_query, variable
 from lo_stream.query.access import UserStore
 from lo_stream.topics import ensure_topics
 from tests.support import (
@@ -57,6 +58,38 @@ async def post(http, base, token, body, **kwargs):
         return response.status, await response.json(content_type=None)
 
 
+async def http_outcome(http, base: str, token: str | None, course: str) -> str:
+    status, answer = await post(http, base, token, {"export": "writing.course_overview", "params": {"course_id": course}})
+    return {200: "ok", 401: "unauthenticated", 403: "denied"}.get(status, f"{status}: {answer}")
+
+
+async def websocket_outcome(http, base: str, token: str | None, course: str) -> str:
+    try:
+        ws = await http.ws_connect(f"{base}/wsapi/query" + (f"?token={token}" if token else ""))
+    except aiohttp.WSServerHandshakeError as refused:
+        return "unauthenticated" if refused.status == 401 else f"{refused.status}"
+    async with ws:
+        await ws.send_str(json.dumps({"subscribe": "m", "export": "writing.course_overview",
+                                      "params": {"course_id": course}}))
+        reply = json.loads((await ws.receive(timeout=30)).data)
+    if reply["type"] == "result":
+        return "ok"
+    return "denied" if "does not teach" in reply.get("error", "") else str(reply)
+
+
+def cli_outcome(settings, token: str | None, course: str) -> str:
+    env = {key: value for key, value in os.environ.items() if key != "LO_STREAM_QUERY_TOKEN"}
+    args = ["query", "writing.course_overview", "--param", f"course_id={course}"]
+    done = lo_stream_command(*args, *(["--token", token] if token else []), env={**env, **settings.as_env()})
+    if done.returncode == 0:
+        return "ok"
+    if "403" in done.stderr and "does not teach" in done.stderr:
+        return "denied"
+    if "401" in done.stderr or "give your token" in done.stderr:
+        return "unauthenticated"
+    return done.stderr
+
+
 async def test_course_overview_joins_the_roster_and_access_follows_courses(settings, tmp_path):
     tokens, s1_offset = await classroom(settings)
     worker = ServiceProcess(settings, tmp_path / "worker.log").start()
@@ -81,16 +114,21 @@ async def test_course_overview_joins_the_roster_and_access_follows_courses(setti
             assert count_provenance["offset"] == s1_offset  # the event that last changed it
             assert rows["s3"]["provenance"][0]["offset"] is None
 
-            # The access matrix over HTTP: every role x own / other course, and anonymous.
-            for who, course, expected in [
-                ("rivera", "alg-1", 200), ("rivera", "bio", 403),
-                ("chen", "bio", 200), ("chen", "alg-1", 403),
-                ("root", "alg-1", 200), ("root", "bio", 200),
-                (None, "alg-1", 401), ("forged", "bio", 401),
-            ]:
-                token = tokens.get(who, who)
-                status, answer = await post(http, base, token, {**overview, "params": {"course_id": course}})
-                assert status == expected, (who, course, answer)
+            # The access matrix: every role x every endpoint x own / other course.
+            matrix = {}
+            for who in ("rivera", "chen", "root", "anonymous", "forged"):
+                token = tokens.get(who, "forged-token" if who == "forged" else None)
+                for course in ("alg-1", "bio"):
+                    matrix[who, "http", course] = await http_outcome(http, base, token, course)
+                    matrix[who, "websocket", course] = await websocket_outcome(http, base, token, course)
+                    matrix[who, "cli", course] = cli_outcome(settings, token, course)
+            allowed = {("rivera", "alg-1"), ("chen", "bio"), ("root", "alg-1"), ("root", "bio")}
+            expected = {
+                (who, endpoint, course): "unauthenticated" if who in ("anonymous", "forged")
+                else "ok" if (who, course) in allowed else "denied"
+                for who, endpoint, course in matrix
+            }
+            assert matrix == expected
             status, answer = await post(http, base, tokens["rivera"],
                                         {"export": "writing.student_text", "params": {"student": "b1", "doc_id": "x"}})
             assert status == 403 and "b1" in answer["error"]  # not on her rosters
@@ -121,19 +159,19 @@ async def test_course_overview_joins_the_roster_and_access_follows_courses(setti
                                 "--token", tokens["chen"], env={**os.environ, **settings.as_env()})
         assert cli.returncode == 0, cli.stderr
         assert [row["key"]["student"] for row in json.loads(cli.stdout)] == ["b1"]
-        refused = lo_stream_command("query", "writing.course_overview", "--param", "course_id=alg-1",
-                                    "--token", tokens["chen"], env={**os.environ, **settings.as_env()})
-        assert refused.returncode != 0 and "403" in refused.stderr and "does not teach" in refused.stderr
     finally:
         assert worker.stop() == 0, worker.log_tail()
 
     audit = [value for _, value in await read_topic(settings, settings.topics.audit, latest_per_key=False)]
-    assert len(audit) == 15  # every query run, allowed or not (not the 401s: nobody to name)
+    # Every query run, allowed or not (not the unauthenticated ones: nobody to name): the overview,
+    # the matrix's 3 roles x 3 endpoints x 2 courses, the refused student, two password sign-ins,
+    # four errors and the CLI run.
+    assert len(audit) == 1 + 18 + 1 + 1 + 4 + 1
     first = audit[0]
     assert (first["user"], first["query"], first["params"], first["status"], first["students"]) == (
         "ms.rivera", "writing.course_overview", {"course_id": "alg-1"}, "ok", 3,
     )
-    assert [a["status"] for a in audit].count("denied") == 4
+    assert [a["status"] for a in audit].count("denied") == 2 * 3 + 1
 
 
 class Subscriber:
@@ -278,3 +316,33 @@ async def test_a_query_gathers_students_whose_keys_live_on_different_workers(set
     finally:
         for worker in workers:
             assert worker.stop() == 0, worker.log_tail()
+
+
+async def test_client_dags_run_when_the_deployment_allows_them(settings, tmp_path):
+    settings = settings.model_copy(update={"query_allow_client_dags": True})
+    tokens, _ = await classroom(settings)
+    worker = ServiceProcess(settings, tmp_path / "worker.log").start()
+    base = f"http://127.0.0.1:{settings.worker_port}"
+    try:
+        await wait_for_table(settings, EVENT_COUNT, {"s1": 3, "s2": 1, "b1": 1}, worker,
+                             project=lambda v: v["state"]["count"])
+        document = course_query("lo_stream.writing.event_count", {"count": "n"})
+        async with aiohttp.ClientSession() as http:
+            for _ in range(30):  # the worker's API comes up with it
+                try:
+                    status, answer = await post(http, base, tokens["rivera"], {
+                        "query": document, "returns": "event_count", "params": {"course_id": "alg-1"}})
+                    break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(1)
+            assert status == 200, answer
+            assert {row["key"]["student"]: row["n"] for row in answer["result"]} == {"s1": 3, "s2": 1, "s3": 0}
+            # The same rules hold for a hand-made DAG: not her course, not her students.
+            status, answer = await post(http, base, tokens["rivera"], {
+                "query": document, "returns": "event_count", "params": {"course_id": "bio"}})
+            assert status == 403
+            cyclic = {"execution_dag": {"a": variable("b"), "b": variable("a")}}
+            status, answer = await post(http, base, tokens["rivera"], {"query": cyclic, "returns": "a"})
+            assert status == 400 and answer == {"error": "the DAG has a cycle: a -> b -> a", "node": "a"}
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
