@@ -21,17 +21,13 @@ from typing import Callable
 import orjson
 
 from lo_stream.connectors.producer import EventProducer
-from lo_stream.envelopes import Identity, make_envelope, student_of
+from lo_stream.envelopes import BadLine, Identity, parse_log_line
 from lo_stream.settings import Settings
 
-__all__ = ["BadLine", "ReplaySummary", "count_lines", "parse_line", "replay_file"]
+__all__ = ["ReplaySummary", "count_lines", "replay_file"]
 
 LOG_PROVIDENCE = "log"
 MAX_RUN_EVENTS = 500  # events of one student packed into one message, at most
-
-
-class BadLine(ValueError):
-    """A line of a log file that is not an event lo_stream can store."""
 
 
 @dataclass
@@ -44,33 +40,6 @@ class ReplaySummary:
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds else 0.0
-
-
-def parse_line(line: bytes, identity: Identity | None) -> tuple[str, dict]:
-    """(student key, envelope) of one line.
-
-    >>> parse_line(b'{"event": "keystroke"}', Identity.of("ana", "log"))[0]
-    'ana'
-    """
-    document = line.split(b"\t", 1)[0]  # .study.log: the envelope, a tab, a timestamp
-    try:
-        value = orjson.loads(document)
-    except orjson.JSONDecodeError as exc:
-        raise BadLine(f"not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise BadLine(f"expected a JSON object, found a JSON {type(value).__name__}")
-    if "client" in value:
-        if not isinstance(value["client"], dict):
-            raise BadLine('"client" must be an object (the event as sent)')
-        student = student_of(value)
-        if not isinstance(student, str) or not student:
-            raise BadLine("an envelope without metadata.auth.safe_user_id: whose events are these?")
-        return student, value
-    if not isinstance(value.get("event"), str):
-        raise BadLine('neither an envelope (no "client") nor an event (no "event" string)')
-    if identity is None:
-        raise BadLine("a raw event, not an envelope: say whose it is with --user")
-    return identity.safe_user_id, make_envelope(value, identity, executable="lo_stream.replay-file")
 
 
 def count_lines(path: Path) -> int:
@@ -110,7 +79,7 @@ async def replay_file(
                 if not line.strip():
                     continue
                 try:
-                    student, envelope = parse_line(line.rstrip(b"\r\n"), identity)
+                    student, envelope = parse_log_line(line.rstrip(b"\r\n"), identity, "lo_stream.replay-file")
                 except BadLine as exc:
                     summary.bad_lines.append((number, str(exc)))
                     await producer.send_dead_letter(

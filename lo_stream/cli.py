@@ -493,6 +493,46 @@ def query_command(export: str, params: tuple[str, ...], url: str | None, token: 
     click.echo(json.dumps(answer["result"], indent=2, ensure_ascii=False))
 
 
+# -- offline mode, replay and history ------------------------------------------------------
+
+
+@cli.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--module", "module_name", default=None, help="Run this module's reducers (default: every installed one).")
+@click.option("--reducer", "reducer_ids", multiple=True, help="Run this reducer (repeatable; instead of --module).")
+@click.option("--user", default=None, help="Whose events raw (non-envelope) lines are.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the tables here as JSON (default: print them).")
+def offline(path: Path, module_name: str | None, reducer_ids: tuple[str, ...], user: str | None,
+            output: Path | None) -> None:
+    """Run reducers over a JSON-lines log file in this process, with no Kafka, and print each table."""
+    import json
+
+    from lo_stream import offline as offline_mode
+    from lo_stream.modules import ModuleLoadError
+
+    if module_name and reducer_ids:
+        raise click.ClickException("give --module or --reducer, not both")
+    try:
+        result = offline_mode.run(path, module_name or list(reducer_ids) or None, user=user)
+    except (KeyError, ModuleLoadError) as exc:
+        raise click.ClickException(str(exc).strip('"')) from None
+    document = json.dumps(result.tables, indent=2, ensure_ascii=False, sort_keys=True)
+    if output:
+        output.write_text(document + "\n")
+    else:
+        click.echo(document)
+    for number, reason in result.bad_lines:
+        click.echo(f"{path}:{number}: {reason}", err=True)
+    for error in result.errors:
+        click.echo(f"{error['reducer']} raised on an event of {error['key']}: {error['error']}", err=True)
+    sizes = ", ".join(f"{rid}: {len(table)} keys" for rid, table in result.tables.items())
+    click.echo(f"{result.events} events through {len(result.tables)} reducers ({sizes}); "
+               f"{len(result.bad_lines)} bad lines, {len(result.errors)} reducer errors", err=True)
+    if result.bad_lines:
+        sys.exit(1)
+
+
 # -- the dashboards ------------------------------------------------------------------------
 
 

@@ -19,11 +19,13 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "BadLine",
     "Identity",
     "MalformedEventError",
     "decode_envelopes",
     "encode_message",
     "make_envelope",
+    "parse_log_line",
     "safe_user_id",
     "student_of",
 ]
@@ -105,3 +107,34 @@ def decode_envelopes(value: bytes, key: str | None) -> list[dict]:
                 "key events by metadata.auth.safe_user_id"
             )
     return envelopes
+
+
+class BadLine(ValueError):
+    """A line of a log file that is not an event lo_stream can read."""
+
+
+def parse_log_line(line: bytes, identity: Identity | None, executable: str) -> tuple[str, dict]:
+    """(student key, envelope) of one line of a log file; raw events are wrapped as sent by `executable`.
+
+    >>> parse_log_line(b'{"event": "keystroke"}', Identity.of("ana", "log"), "doctest")[0]
+    'ana'
+    """
+    document = line.split(b"\t", 1)[0]  # .study.log: the envelope, a tab, a timestamp
+    try:
+        value = orjson.loads(document)
+    except orjson.JSONDecodeError as exc:
+        raise BadLine(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadLine(f"expected a JSON object, found a JSON {type(value).__name__}")
+    if "client" in value:
+        if not isinstance(value["client"], dict):
+            raise BadLine('"client" must be an object (the event as sent)')
+        student = student_of(value)
+        if not isinstance(student, str) or not student:
+            raise BadLine("an envelope without metadata.auth.safe_user_id: whose events are these?")
+        return student, value
+    if not isinstance(value.get("event"), str):
+        raise BadLine('neither an envelope (no "client") nor an event (no "event" string)')
+    if identity is None:
+        raise BadLine("a raw event, not an envelope: say whose it is with --user")
+    return identity.safe_user_id, make_envelope(value, identity, executable=executable)

@@ -10,18 +10,17 @@ from collections import defaultdict
 import orjson
 import pytest
 
-from lo_stream.connectors.log_files import BadLine, parse_line
-from lo_stream.envelopes import Identity, decode_envelopes
+from lo_stream.envelopes import BadLine, Identity, decode_envelopes, parse_log_line
 from lo_stream.topics import ensure_topics
 from tests.support import envelope, lo_stream_command, read_topic
 
 
 def test_line_formats():
     ana = envelope("ana", event="keystroke", timestamp=1)
-    assert parse_line(orjson.dumps(ana), None) == ("ana", ana)
+    assert parse_log_line(orjson.dumps(ana), None, "test") == ("ana", ana)
     study_line = orjson.dumps(ana) + b"\t1700000000.25"  # LO's .study.log: envelope, tab, time
-    assert parse_line(study_line, None) == ("ana", ana)
-    student, wrapped = parse_line(b'{"event": "keystroke", "timestamp": 3}', Identity.of("bo b", "log"))
+    assert parse_log_line(study_line, None, "test") == ("ana", ana)
+    student, wrapped = parse_log_line(b'{"event": "keystroke", "timestamp": 3}', Identity.of("bo b", "log"), "test")
     assert student == "bo+b"
     assert wrapped["client"] == {"event": "keystroke", "timestamp": 3}
     assert wrapped["metadata"]["auth"] == {"user_id": "bo b", "safe_user_id": "bo+b", "providence": "log"}
@@ -39,7 +38,7 @@ def test_line_formats():
 )
 def test_bad_lines_say_why(line, message):
     with pytest.raises(BadLine, match=message.replace("(", r"\(").replace(")", r"\)")):
-        parse_line(line, None)
+        parse_log_line(line, None, "test")
 
 
 async def stored_envelopes(settings) -> list[dict]:

@@ -20,7 +20,7 @@ partition and offset so that re-deliveries can be recognised downstream.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable
 
 import faust
 import orjson
@@ -31,6 +31,7 @@ from lo_stream.envelopes import MalformedEventError, decode_envelopes
 from lo_stream.reducers import Reducer
 from lo_stream.settings import Settings
 from lo_stream.tables import reducer_table
+from lo_stream.tables.entries import Item, fold, items_for
 
 __all__ = ["install_agents"]
 
@@ -72,32 +73,16 @@ def install_agents(
     async def apply(reducer: Reducer, event: faust.EventT, items: list[Item]) -> None:
         """Apply one message's items to a reducer's table: one write per key."""
         table = tables[reducer.id]
-        changed: dict[str, dict] = {}
-        for item in items:
-            entry = changed.get(item.key) or table.get(item.key)
-            applied = entry["applied"] if entry else {}
-            done = applied.get(item.partition)
-            if done is not None and [item.offset, item.index] <= done:
-                redelivered_events[reducer.id].inc()
-                continue  # applied before a restart or rebalance
-            state = entry["state"] if entry else reducer.initial_state()
-            try:
-                state = await reducer.apply(item.envelope, state)
-            except Exception as exc:  # a researcher's function: its failure must not stop the stream
-                failed_events[reducer.id].inc()
-                await send_dead_letter(
-                    event, "reducer raised", item.envelope, reducer=reducer.id, version=reducer.version,
-                    error=f"{type(exc).__name__}: {exc}",
-                )
-                continue
-            applied_events[reducer.id].inc()
-            changed[item.key] = {
-                "state": state,
-                "offset": item.offset,
-                "partition": int(item.partition),
-                "applied": {**applied, item.partition: [item.offset, item.index]},
-            }
-        for key, entry in changed.items():
+        folded = await fold(reducer, items, table.get)
+        applied_events[reducer.id].inc(folded.applied)
+        redelivered_events[reducer.id].inc(folded.redelivered)
+        for failure in folded.failures:
+            failed_events[reducer.id].inc()
+            await send_dead_letter(
+                event, "reducer raised", failure.item.envelope, reducer=reducer.id, version=reducer.version,
+                error=failure.error,
+            )
+        for key, entry in folded.changed.items():
             table[key] = entry
 
     async def reduce_message(event: faust.EventT) -> None:
@@ -108,11 +93,7 @@ def install_agents(
             await send_dead_letter(event, f"malformed event: {exc}", event.value)
             return
         for reducer in reducers:
-            items = [
-                Item(key, envelope, str(message.partition), message.offset, index)
-                for index, envelope in enumerate(envelopes)
-                if reducer.wants(envelope) and (key := reducer.key(envelope)) is not None
-            ]
+            items = items_for(reducer, envelopes, message.partition, message.offset)
             if not items:
                 continue
             if reducer.needs_repartition:
@@ -137,16 +118,6 @@ def install_agents(
             await reduce_message(event)
 
     return tables
-
-
-class Item(NamedTuple):
-    """One envelope for one reducer key, with where it came from on the events topic."""
-
-    key: str
-    envelope: dict
-    partition: str  # a str: JSON object keys in the stored table value are strings
-    offset: int
-    index: int  # position in a batch message
 
 
 def _install_regrouped(app: faust.App, settings: Settings, reducer: Reducer, apply: Any) -> faust.TopicT:
