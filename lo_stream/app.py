@@ -16,6 +16,7 @@ from lo_stream.query.exports import ExportCatalog
 from lo_stream.query.language import QueryError
 from lo_stream.query.server import install_query_api
 from lo_stream.reducers import registry
+from lo_stream.replay import build_group, build_lane
 from lo_stream.settings import Settings, load_settings
 
 __all__ = ["app", "create_app"]
@@ -25,11 +26,15 @@ logger = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> faust.App:
     """Build a Faust app running the reducers of every installed module, each with its table, and
-    serving the modules' queries."""
-    datadir = settings.data_dir / "worker"
+    serving the modules' queries. As a build lane (``settings.build_lane``) it runs one reducer
+    version in a consumer group of its own and serves no queries (see `lo_stream.replay`)."""
+    modules = load_modules()
+    lane = build_lane(settings, registry)
+    app_id = build_group(settings, lane.id, lane.version) if lane else settings.app_id
+    datadir = settings.data_dir / ("build" if lane else "worker")
     datadir.mkdir(parents=True, exist_ok=True)  # Faust does not create it
     app = faust.App(
-        settings.app_id,
+        app_id,
         broker=settings.faust_broker,
         store="rocksdb://",
         datadir=str(datadir),
@@ -48,12 +53,14 @@ def create_app(settings: Settings) -> faust.App:
             "LO_STREAM_PROCESSING_GUARANTEE=exactly_once is experimental: with faust-streaming 0.15.3 tables "
             "can miss events across restarts (docs/engine.md). The default, at_least_once, keeps them exact."
         )
-    modules = load_modules()
+    metrics = WorkerMetrics(app)
+    if lane:
+        install_agents(app, settings, [lane], metrics)
+        return app
     try:
         catalog = ExportCatalog(modules, registry)
     except QueryError as exc:
         raise ModuleLoadError(str(exc)) from None
-    metrics = WorkerMetrics(app)
     tables = install_agents(app, settings, registry, metrics)
     install_query_api(app, settings, tables, list(registry), catalog, metrics.registry)
     return app

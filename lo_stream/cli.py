@@ -125,14 +125,18 @@ def worker(loglevel: str) -> None:
     from faust import Worker
 
     from lo_stream.modules import ModuleLoadError
-    from lo_stream.reducers import ReducerDefinitionError
+    from lo_stream.reducers import ReducerDefinitionError, registry
+    from lo_stream.replay import ReplayRefused, prepare_worker
     from lo_stream.topics import TopicMismatchError, ensure_topics
 
     settings = _settings()
     try:
         asyncio.run(ensure_topics(settings))
         from lo_stream.app import app
-    except (TopicMismatchError, ModuleLoadError, ReducerDefinitionError) as exc:
+
+        for done in asyncio.run(prepare_worker(settings, list(registry))):
+            click.secho(done, fg="yellow", err=True)
+    except (TopicMismatchError, ModuleLoadError, ReducerDefinitionError, ReplayRefused) as exc:
         raise click.ClickException(str(exc)) from None
 
     try:
@@ -328,17 +332,11 @@ def rosters_list() -> None:
 @click.option("--user", default=None, help="Whose events raw (non-envelope) lines are.")
 def replay_file(path: Path, rate: float | None, user: str | None) -> None:
     """Store a JSON-lines log (envelopes, raw events, or LO .study.log lines) in the events topic."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from lo_stream.connectors.log_files import count_lines, replay_file as replay
 
     settings = _settings()
     _ensure_topics(settings)
-    columns = (
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:>8.0f} events/s"), TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=_stderr_console()) as progress:
+    with _progress_bar("events") as progress:
         task = progress.add_task(path.name, total=count_lines(path), rate=0.0)
         started = time.monotonic()
 
@@ -360,6 +358,17 @@ def _stderr_console():
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+def _progress_bar(unit: str):
+    """A rich progress bar on stderr: done of total, rate (give it a ``rate`` field), time left."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn(f"{{task.fields[rate]:>8.0f}} {unit}/s"), TimeRemainingColumn(),
+    )
+    return Progress(*columns, console=_stderr_console())
 
 
 @cli.command()
@@ -531,6 +540,197 @@ def offline(path: Path, module_name: str | None, reducer_ids: tuple[str, ...], u
                f"{len(result.bad_lines)} bad lines, {len(result.errors)} reducer errors", err=True)
     if result.bad_lines:
         sys.exit(1)
+
+
+def _when(value: str) -> "datetime.datetime | None":
+    """`earliest` (None) or an ISO date/time; a time without a zone is local."""
+    import datetime
+
+    if value == "earliest":
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value).astimezone()
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither 'earliest' nor an ISO date/time such as 2026-11-20T08:00") from None
+
+
+def _installed_reducers(ids: str | None) -> list:
+    from lo_stream.modules import ModuleLoadError, load_modules
+    from lo_stream.reducers import registry
+
+    try:
+        load_modules()
+        return list(registry) if not ids else [registry.get(name.strip()) for name in ids.split(",") if name.strip()]
+    except (ModuleLoadError, KeyError) as exc:
+        raise click.ClickException(str(exc).strip('"')) from None
+
+
+def _kafka_call(coroutine):
+    """Run a replay step; a refusal or a Kafka error becomes a clear message."""
+    from aiokafka.errors import KafkaError
+
+    from lo_stream.replay import ReplayRefused
+
+    try:
+        return asyncio.run(coroutine)
+    except ReplayRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    except KafkaError as exc:
+        raise click.ClickException(f"Kafka: {exc} (is the broker at {_settings().broker} up?)") from None
+
+
+def _follow(settings: Settings, plan, description: str, env: dict[str, str], until_caught_up: bool) -> tuple[int, float]:
+    """Run a worker (`env` on top of the settings) and show `plan`'s progress until it reaches its end
+    offsets; then stop it, or keep it following new events until Ctrl-C. Returns (records, seconds)."""
+    import socket
+
+    from lo_stream.replay import Deployment
+
+    with socket.socket() as probe:
+        probe.bind((settings.bind_host, 0))
+        port = probe.getsockname()[1]
+    log_path = settings.data_dir / f"{plan.group}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    child_env = {**os.environ, **settings.as_env(), "LO_STREAM_WORKER_PORT": str(port), **env}
+    with log_path.open("ab") as log:
+        child = subprocess.Popen([sys.executable, "-m", "lo_stream", "worker"], env=child_env, stdout=log, stderr=log)
+
+    async def committed() -> dict[int, int]:
+        async with Deployment(settings) as kafka:
+            return await kafka.committed(plan.group)
+
+    started, done = time.monotonic(), 0
+    try:
+        with _progress_bar("records") as progress:
+            task = progress.add_task(description, total=plan.total, rate=0.0)
+            while done < plan.total:
+                if child.poll() is not None:
+                    tail = log_path.read_text(errors="replace").splitlines()[-15:]
+                    raise click.ClickException(f"the worker exited with code {child.returncode}; its log ({log_path}):\n" + "\n".join(tail))
+                time.sleep(1.0)
+                done = plan.done(asyncio.run(committed()))
+                progress.update(task, completed=done, rate=done / max(time.monotonic() - started, 1e-6))
+        seconds = time.monotonic() - started
+        if not until_caught_up:
+            click.echo("caught up; following new events (Ctrl-C stops, and a later run resumes) ...", err=True)
+            while child.poll() is None:
+                time.sleep(1.0)
+        return done, seconds
+    except KeyboardInterrupt:
+        return done, time.monotonic() - started
+    finally:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)  # Faust commits and closes its tables
+            try:
+                child.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+@cli.command()
+@click.option("--from", "since", default="earliest", show_default=True,
+              help="Where to start: earliest, or an ISO date/time (events stored since then; local time without a zone).")
+@click.option("--reducers", "reducer_ids", default=None, help="Comma-separated reducer ids (default: every installed reducer).")
+@click.option("--as-version", type=click.IntRange(min=1), default=None,
+              help="Build the (one) reducer's current code as this version beside the serving one (blue/green).")
+@click.option("--keep-following", is_flag=True, help="With --as-version: once caught up, keep the build following new events.")
+def replay(since: str, reducer_ids: str | None, as_version: int | None, keep_following: bool) -> None:
+    """Rebuild reducers' tables from the events topic.
+
+    In place (the default): the workers must be stopped; the named reducers' tables are cleared,
+    the workers' consumer group is rewound (to the start, or to --from), and a worker started here
+    rebuilds them; the other reducers' tables are untouched. With --from a time, the rebuilt
+    tables hold what the events since then give.
+
+    With --as-version N: the reducer's current code is built as version N by a build lane of its
+    own while the workers keep serving the old version; then lo-stream promote REDUCER N.
+    """
+    import dataclasses
+
+    from lo_stream.replay import rewind, start_build
+
+    settings = _settings()
+    _ensure_topics(settings)
+    when = _when(since)
+    reducers = _installed_reducers(reducer_ids)
+    if as_version is None:
+        plan, cleared = _kafka_call(rewind(settings, reducers, when))
+        click.echo(f"cleared {cleared} keys of {', '.join(r.table_name for r in reducers)}; "
+                   f"rewound {plan.group} to {since}: {plan.total} records to replay", err=True)
+        records, seconds = _follow(settings, plan, "replaying", {}, until_caught_up=True)
+        click.echo(f"replayed {records} records in {seconds:.1f}s ({records / max(seconds, 1e-6):.0f}/s): "
+                   f"{', '.join(r.table_name for r in reducers)} rebuilt; start the workers again")
+        return
+    if len(reducers) != 1:
+        raise click.ClickException("--as-version builds one reducer: give it with --reducers ID")
+    reducer = dataclasses.replace(reducers[0], version=as_version)
+    plan = _kafka_call(start_build(settings, reducer, when))
+    env = {"LO_STREAM_BUILD_LANE": f"{reducer.id}@{as_version}"}
+    records, seconds = _follow(settings, plan, f"building {reducer.table_name}", env, until_caught_up=not keep_following)
+    click.echo(f"{reducer.table_name}: {records} records in {seconds:.1f}s; the workers still serve the old version. "
+               f"When ready: stop the workers, lo-stream promote {reducer.id} {as_version}, start them with this code")
+
+
+@cli.command()
+@click.argument("reducer_id")
+@click.argument("version", type=click.IntRange(min=1))
+@click.option("--max-lag", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Refuse while the new version is more records than this behind the events topic.")
+def promote(reducer_id: str, version: int, max_lag: int) -> None:
+    """Make VERSION of a reducer the one that serves (after lo-stream replay --as-version VERSION).
+
+    The workers must be stopped; start them afterwards with the code of that version."""
+    from lo_stream.replay import promote as promote_version
+
+    settings = _settings()
+    (reducer,) = _installed_reducers(reducer_id)
+    handover = _kafka_call(promote_version(settings, reducer, version, max_lag))
+    click.echo(f"{reducer_id} v{version} now serves; the workers resume at {handover} and skip what it already holds. "
+               f"Start them with the code of version {version}.")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def versions(as_json: bool) -> None:
+    """Each installed reducer's code version, serving version, and every version's lag."""
+    import json
+
+    from lo_stream.replay import version_report
+
+    settings = _settings()
+    _ensure_topics(settings)
+    report = _kafka_call(version_report(settings, _installed_reducers(None)))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+
+    def lag(value: int | None) -> str:
+        return "not started" if value is None else f"lag {value}"
+
+    for row in report:
+        workers = row["workers"]
+        click.echo(f"{row['reducer']}: code v{row['code']}, serving v{row['serving'] or '-'} "
+                   f"(workers {'running' if workers['running'] else 'stopped'}, {lag(workers['lag'])})")
+        for build in row["builds"]:
+            click.echo(f"    build v{build['version']}: {'running' if build['running'] else 'stopped'}, {lag(build['lag'])}")
+
+
+@cli.command("state-at")
+@click.argument("reducer_id")
+@click.option("--student", required=True, help="The student's key (metadata.auth.safe_user_id).")
+@click.option("--at", "at", required=True, help="An ISO date/time (local time without a zone).")
+def state_at_command(reducer_id: str, student: str, at: str) -> None:
+    """A student's state in a reducer as of a past time, recomputed from their events (tables untouched)."""
+    import json
+
+    from lo_stream.replay import state_at
+
+    settings = _settings()
+    when = _when(at)
+    if when is None:
+        raise click.BadParameter("give a date/time, not 'earliest'", param_hint="--at")
+    (reducer,) = _installed_reducers(reducer_id)
+    click.echo(json.dumps(_kafka_call(state_at(settings, reducer, student, when)), indent=2, ensure_ascii=False))
 
 
 # -- the dashboards ------------------------------------------------------------------------

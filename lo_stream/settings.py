@@ -41,6 +41,7 @@ class TopicNames(BaseModel):
     rosters: str
     courses: str
     audit: str
+    versions: str
 
 
 class Settings(BaseSettings):
@@ -92,6 +93,14 @@ class Settings(BaseSettings):
     gateway_max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Largest POST /api/events body.")
     gateway_max_held_events: int = Field(
         default=10_000, ge=1, description="Events a websocket may send before authenticating (held, then delivered)."
+    )
+
+    # Replay and reducer versions (`lo-stream replay`)
+    build_lane: str = Field(
+        default="",
+        pattern=r"^$|^[A-Za-z0-9_.]+@[0-9]+$",
+        description="REDUCER@VERSION: run this worker as the build lane of one reducer version, in its own "
+        "consumer group (lo-stream replay --as-version sets it; leave it empty otherwise).",
     )
 
     # The query layer (served by every worker on worker_port)
@@ -174,6 +183,7 @@ class Settings(BaseSettings):
             rosters=f"{prefix}.rosters",
             courses=f"{prefix}.courses",
             audit=f"{prefix}.audit",
+            versions=f"{prefix}.versions",
         )
 
     @property
@@ -186,6 +196,7 @@ class Settings(BaseSettings):
         return {
             f"{ENV_PREFIX}{name.upper()}": str(value)
             for name, value in self.model_dump().items()
+            if value is not None  # unset: the child derives the same default
         }
 
     @classmethod

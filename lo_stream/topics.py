@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import murmur2
 from aiokafka.errors import TopicAlreadyExistsError
 
 from lo_stream.settings import Settings
 
-__all__ = ["TopicMismatchError", "TopicSpec", "ensure_topics", "topic_specs"]
+__all__ = ["TopicMismatchError", "TopicSpec", "ensure_topics", "partition_of", "topic_specs"]
 
 # Replay means rewinding topics, so events and dead letters are kept until deleted on purpose.
 KEEP_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
@@ -42,6 +43,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(names.courses, 1, {"cleanup.policy": "compact"}),
         # Who queried what, when: kept like the events.
         TopicSpec(names.audit, 1, KEEP_FOREVER),
+        # Which version of each reducer serves queries: one record per reducer, the latest kept.
+        TopicSpec(names.versions, 1, {"cleanup.policy": "compact"}),
     ]
 
 
@@ -79,3 +82,8 @@ async def ensure_topics(settings: Settings) -> list[str]:
         return [spec.name for spec in missing]
     finally:
         await admin.close()
+
+
+def partition_of(settings: Settings, key: str) -> int:
+    """The partition Kafka's default partitioner (murmur2, as every lo_stream producer uses) gives a key."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % settings.partitions

@@ -123,7 +123,7 @@ def install_agents(
 def _install_regrouped(app: faust.App, settings: Settings, reducer: Reducer, apply: Any) -> faust.TopicT:
     """The repartition topic of a reducer not keyed by student, and the agent applying it."""
     topic = app.topic(
-        f"{settings.app_id}-{reducer.table_name}-repartition",
+        f"{app.conf.id}-{reducer.table_name}-repartition",  # a build lane has its own
         key_type=str,
         value_serializer="raw",
         partitions=settings.partitions,

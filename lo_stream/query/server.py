@@ -25,7 +25,6 @@ import aiohttp
 import faust
 import orjson
 from aiohttp import WSMsgType, web
-from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from yarl import URL
@@ -39,6 +38,7 @@ from lo_stream.query.subscriptions import Subscription, SubscriptionHub, reducer
 from lo_stream.reducers import STUDENT, Reducer
 from lo_stream.settings import Settings
 from lo_stream.tables.rosters import RosterTable
+from lo_stream.topics import partition_of
 
 __all__ = ["QueryService", "install_query_api"]
 
@@ -103,7 +103,7 @@ class WorkerTableReader:
         partition_key = key
         if STUDENT in reducer.scope and len(reducer.scope) > 1:
             partition_key = orjson.loads(key)[reducer.scope.index(STUDENT)]
-        return (murmur2(partition_key.encode()) & 0x7FFFFFFF) % self.settings.partitions
+        return partition_of(self.settings, partition_key)
 
     def _owners(self, table: faust.Table) -> dict[int, URL]:
         """The worker actively holding each partition of a table, from Faust's assignment."""

@@ -27,12 +27,25 @@ __all__ = ["changelog_topic", "reducer_table"]
 
 def reducer_table(app: faust.App, settings: Settings, reducer: Reducer) -> faust.Table:
     """Declare the table of one reducer version: keyed by str, in RocksDB (rocksdict),
-    partitioned like the events topic. Missing keys read as None."""
+    partitioned like the events topic. Missing keys read as None.
+
+    Its changelog is named from the deployment, not from the Faust app, so that a build lane
+    (another app, another consumer group) writes the very table the workers later serve."""
+    changelog = app.topic(
+        changelog_topic(settings, reducer),
+        partitions=settings.partitions,
+        compacting=True,
+        deleting=False,
+        acks=False,
+        internal=True,
+        allow_empty=True,
+    )
     return app.Table(
         reducer.table_name,
         default=None,
         key_type=str,
         partitions=settings.partitions,
+        changelog_topic=changelog,
         options={"driver": "rocksdict"},
     )
 
