@@ -64,6 +64,8 @@ def select_reducers(reducers: str | Sequence[str | Reducer] | None = None) -> li
     >>> [r.id for r in select_reducers(["lo_stream.writing.event_count"])]
     ['lo_stream.writing.event_count']
     """
+    if not isinstance(reducers, str) and reducers is not None and all(isinstance(r, Reducer) for r in reducers):
+        return list(reducers)
     modules = load_modules()
     if reducers is None:
         return list(registry)

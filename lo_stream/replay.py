@@ -19,14 +19,17 @@ skip every re-read event.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
+import time
 from dataclasses import dataclass, replace
-from typing import Any, Iterable
+from typing import Any, AsyncIterator, Iterable
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError, NotCoordinatorError
 from aiokafka.structs import OffsetAndMetadata
 
 from lo_stream.envelopes import MalformedEventError, decode_envelopes
@@ -51,6 +54,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+COORDINATOR_WAIT = 30.0  # seconds
 
 
 class ReplayRefused(RuntimeError):
@@ -108,19 +113,47 @@ class Deployment:
         await self._admin.close()
 
     async def _partitions(self, topic: str | None = None) -> list[TopicPartition]:
+        """The partitions of `topic` (default: the events topic); none if it does not exist."""
         if topic is None:
             return [TopicPartition(self.events, p) for p in range(self.settings.partitions)]
-        return [TopicPartition(topic, p) for p in sorted(await self._consumer.partitions_for_topic(topic) or ())]
+        (described,) = await self._admin.describe_topics([topic])
+        if described["error_code"]:
+            return []
+        return [TopicPartition(topic, p["partition"]) for p in sorted(described["partitions"], key=lambda p: p["partition"])]
+
+    async def read(self, topic: str, partitions: Iterable[int] | None = None,
+                   until: dict[int, int] | None = None) -> AsyncIterator[ConsumerRecord]:
+        """Every record of `topic` (or of some partitions) from the start to its end now (or `until`)."""
+        wanted = [tp for tp in await self._partitions(topic) if partitions is None or tp.partition in partitions]
+        if not wanted:
+            return
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False, isolation_level="read_committed"
+        )
+        await consumer.start()
+        try:
+            consumer.assign(wanted)
+            await consumer.seek_to_beginning(*wanted)
+            ends = await consumer.end_offsets(wanted)
+            stops = {tp: min(ends[tp], until[tp.partition]) if until else ends[tp] for tp in wanted}
+            while pending := [tp for tp in wanted if await consumer.position(tp) < stops[tp]]:
+                fetched = await consumer.getmany(*pending, timeout_ms=1000)
+                for tp, records in fetched.items():
+                    for record in records:
+                        if record.offset < stops[tp]:
+                            yield record
+        finally:
+            await consumer.stop()
 
     async def members(self, group: str) -> int:
         """Consumers holding `group` now (0 when it is empty or unknown)."""
-        (response,) = await self._admin.describe_consumer_groups([group])
+        (response,) = await _retrying(self._admin.describe_consumer_groups, [group])
         described = response.to_object()["groups"][0]
         return len(described["members"])
 
     async def committed(self, group: str, topic: str | None = None) -> dict[int, int]:
         """`group`'s committed offsets on `topic` (default: the events topic), by partition."""
-        offsets = await self._admin.list_consumer_group_offsets(group, partitions=await self._partitions(topic))
+        offsets = await _retrying(self._admin.list_consumer_group_offsets, group, partitions=await self._partitions(topic))
         return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
     async def end_offsets(self, topic: str | None = None) -> dict[int, int]:
@@ -152,7 +185,9 @@ class Deployment:
         )
         await consumer.start()
         try:
-            await consumer.commit({TopicPartition(self.events, p): OffsetAndMetadata(o, "") for p, o in offsets.items()})
+            positions = {TopicPartition(self.events, p): OffsetAndMetadata(o, "") for p, o in offsets.items()}
+            consumer.assign(list(positions))  # assigned, not subscribed: it never joins the group
+            await consumer.commit(positions)
         finally:
             await consumer.stop()
 
@@ -164,7 +199,7 @@ class Deployment:
         """Write a tombstone for every live key of a reducer version's table; return how many."""
         topic = changelog_topic(self.settings, reducer)
         latest: dict[tuple[int, bytes], bool] = {}
-        async for record in _read_to_end(self.settings, topic):
+        async for record in self.read(topic):
             latest[(record.partition, record.key)] = record.value is not None
         live = [key for key, present in latest.items() if present]
         if live:
@@ -181,7 +216,7 @@ class Deployment:
     async def versions(self) -> dict[str, dict]:
         """The serving version of each reducer, as recorded: ``{reducer id: {"serving": n, ...}}``."""
         records: dict[str, dict] = {}
-        async for record in _read_to_end(self.settings, self.settings.topics.versions):
+        async for record in self.read(self.settings.topics.versions):
             if record.value is not None:
                 records[record.key.decode()] = orjson.loads(record.value)
         return records
@@ -196,33 +231,17 @@ class Deployment:
             await producer.stop()
 
 
-async def _read_to_end(settings: Settings, topic: str, partitions: Iterable[int] | None = None,
-                       until: dict[int, int] | None = None) -> Any:
-    """Every record of `topic` (or of some partitions) from the start to its end now (or `until`)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, isolation_level="read_committed"
-    )
-    await consumer.start()
-    try:
-        known = await consumer.partitions_for_topic(topic) or set()
-        wanted = [TopicPartition(topic, p) for p in sorted(known) if partitions is None or p in partitions]
-        if not wanted:
-            return
-        consumer.assign(wanted)
-        await consumer.seek_to_beginning(*wanted)
-        ends = await consumer.end_offsets(wanted)
-        stops = {tp: min(ends[tp], until[tp.partition]) if until else ends[tp] for tp in wanted}
-        while True:
-            pending = [tp for tp in wanted if await consumer.position(tp) < stops[tp]]
-            if not pending:
-                return
-            fetched = await consumer.getmany(*pending, timeout_ms=1000)
-            for tp, records in fetched.items():
-                for record in records:
-                    if record.offset < stops[tp]:
-                        yield record
-    finally:
-        await consumer.stop()
+async def _retrying(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """Group calls fail while the broker is still placing the group's coordinator (a new broker
+    creates its offsets topic on first use): retry those for a while."""
+    deadline = time.monotonic() + COORDINATOR_WAIT
+    while True:
+        try:
+            return await call(*args, **kwargs)
+        except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 def _refuse_if_live(members: int, group: str, what: str) -> None:
@@ -375,16 +394,16 @@ async def state_at(settings: Settings, reducer: Reducer, student: str, at: datet
     if STUDENT not in reducer.scope:
         raise ReplayRefused(f"{reducer.id} is kept per {'+'.join(reducer.scope)}, not per student: time travel needs a student scope")
     partition = partition_of(settings, student)
+    entries: dict[str, dict] = {}
     async with Deployment(settings) as kafka:
         until = {partition: (await kafka.offsets_at(at))[partition]}
-    entries: dict[str, dict] = {}
-    async for record in _read_to_end(settings, settings.topics.events, [partition], until):
-        if record.key is None or record.key.decode() != student:
-            continue
-        try:
-            envelopes = decode_envelopes(record.value, student)
-        except MalformedEventError:
-            continue  # the workers dead-lettered it too
-        folded = await fold(reducer, items_for(reducer, envelopes, partition, record.offset), entries.get)
-        entries.update(folded.changed)
+        async for record in kafka.read(settings.topics.events, [partition], until):
+            if record.key is None or record.key.decode() != student:
+                continue
+            try:
+                envelopes = decode_envelopes(record.value, student)
+            except MalformedEventError:
+                continue  # the workers dead-lettered it too
+            folded = await fold(reducer, items_for(reducer, envelopes, partition, record.offset), entries.get)
+            entries.update(folded.changed)
     return {key: entry["state"] for key, entry in entries.items()}

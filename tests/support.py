@@ -138,7 +138,8 @@ async def read_table(settings: Settings, table: str) -> dict:
 
 
 async def read_topic(settings: Settings, topic: str, *, latest_per_key: bool = True) -> Any:
-    """Every record of a topic, as {key: latest value} or as a list of (key, value); JSON-decoded."""
+    """Every record of a topic, as {key: latest value} or as a list of (key, value); JSON-decoded, a
+    tombstone as None."""
     # No group: the consumer takes every partition of the topic.
     consumer = AIOKafkaConsumer(
         topic,
@@ -156,14 +157,19 @@ async def read_topic(settings: Settings, topic: str, *, latest_per_key: bool = T
         records = []
         while [tp for tp in assigned if await consumer.position(tp) < end[tp]]:
             for messages in (await consumer.getmany(timeout_ms=1000)).values():
-                records.extend((message.key, orjson.loads(message.value)) for message in messages)
-        if latest_per_key:
-            return {orjson.loads(key): value for key, value in records}
+                records.extend((message.key, _json_or_none(message.value)) for message in messages)
+        if latest_per_key:  # a tombstone (None) deletes its key
+            latest = {orjson.loads(key): value for key, value in records}
+            return {key: value for key, value in latest.items() if value is not None}
         return records
     except UnknownTopicOrPartitionError:
         return {} if latest_per_key else []  # not created yet
     finally:
         await consumer.stop()
+
+
+def _json_or_none(value: bytes | None) -> Any:
+    return None if value is None else orjson.loads(value)
 
 
 def state_and_offset(value: dict) -> dict:
