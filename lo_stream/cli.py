@@ -126,7 +126,7 @@ def worker(loglevel: str) -> None:
 
     from lo_stream.modules import ModuleLoadError
     from lo_stream.reducers import ReducerDefinitionError, registry
-    from lo_stream.replay import ReplayRefused, prepare_worker
+    from lo_stream.replay import ReplayRefused, build_lane, prepare_worker
     from lo_stream.topics import TopicMismatchError, ensure_topics
 
     settings = _settings()
@@ -134,7 +134,8 @@ def worker(loglevel: str) -> None:
         asyncio.run(ensure_topics(settings))
         from lo_stream.app import app
 
-        for done in asyncio.run(prepare_worker(settings, list(registry))):
+        lane = build_lane(settings, registry)
+        for done in asyncio.run(prepare_worker(settings, [lane] if lane else list(registry))):
             click.secho(done, fg="yellow", err=True)
     except (TopicMismatchError, ModuleLoadError, ReducerDefinitionError, ReplayRefused) as exc:
         raise click.ClickException(str(exc)) from None
@@ -713,6 +714,19 @@ def versions(as_json: bool) -> None:
                    f"(workers {'running' if workers['running'] else 'stopped'}, {lag(workers['lag'])})")
         for build in row["builds"]:
             click.echo(f"    build v{build['version']}: {'running' if build['running'] else 'stopped'}, {lag(build['lag'])}")
+
+
+@cli.command("drop-version")
+@click.argument("reducer_id")
+@click.argument("version", type=click.IntRange(min=1))
+def drop_version_command(reducer_id: str, version: int) -> None:
+    """Delete the table (changelog topic) of a reducer version that no longer serves."""
+    from lo_stream.replay import drop_version
+
+    settings = _settings()
+    (reducer,) = _installed_reducers(reducer_id)
+    dropped = _kafka_call(drop_version(settings, reducer, version))
+    click.echo(f"deleted {', '.join(dropped)}" if dropped else f"{reducer_id} v{version} has no topics left")
 
 
 @cli.command("state-at")

@@ -35,9 +35,9 @@ from aiokafka.structs import OffsetAndMetadata
 from lo_stream.envelopes import MalformedEventError, decode_envelopes
 from lo_stream.reducers import STUDENT, Reducer, ReducerRegistry
 from lo_stream.settings import Settings
-from lo_stream.tables import changelog_topic
+from lo_stream.tables import changelog_spec, changelog_topic
 from lo_stream.tables.entries import fold, items_for
-from lo_stream.topics import partition_of
+from lo_stream.topics import ensure_topics, partition_of
 
 __all__ = [
     "Deployment",
@@ -45,6 +45,7 @@ __all__ = [
     "ReplayRefused",
     "build_group",
     "build_lane",
+    "drop_version",
     "prepare_worker",
     "promote",
     "rewind",
@@ -112,7 +113,7 @@ class Deployment:
         await self._consumer.stop()
         await self._admin.close()
 
-    async def _partitions(self, topic: str | None = None) -> list[TopicPartition]:
+    async def partitions(self, topic: str | None = None) -> list[TopicPartition]:
         """The partitions of `topic` (default: the events topic); none if it does not exist."""
         if topic is None:
             return [TopicPartition(self.events, p) for p in range(self.settings.partitions)]
@@ -124,7 +125,7 @@ class Deployment:
     async def read(self, topic: str, partitions: Iterable[int] | None = None,
                    until: dict[int, int] | None = None) -> AsyncIterator[ConsumerRecord]:
         """Every record of `topic` (or of some partitions) from the start to its end now (or `until`)."""
-        wanted = [tp for tp in await self._partitions(topic) if partitions is None or tp.partition in partitions]
+        wanted = [tp for tp in await self.partitions(topic) if partitions is None or tp.partition in partitions]
         if not wanted:
             return
         consumer = AIOKafkaConsumer(
@@ -153,11 +154,11 @@ class Deployment:
 
     async def committed(self, group: str, topic: str | None = None) -> dict[int, int]:
         """`group`'s committed offsets on `topic` (default: the events topic), by partition."""
-        offsets = await _retrying(self._admin.list_consumer_group_offsets, group, partitions=await self._partitions(topic))
+        offsets = await _retrying(self._admin.list_consumer_group_offsets, group, partitions=await self.partitions(topic))
         return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
     async def end_offsets(self, topic: str | None = None) -> dict[int, int]:
-        ends = await self._consumer.end_offsets(await self._partitions(topic))
+        ends = await self._consumer.end_offsets(await self.partitions(topic))
         return {tp.partition: offset for tp, offset in ends.items()}
 
     async def lag(self, group: str, topic: str | None = None) -> int | None:
@@ -170,7 +171,7 @@ class Deployment:
 
     async def offsets_at(self, since: datetime.datetime | None) -> dict[int, int]:
         """The first offset of each partition at or after `since` (None: the beginning)."""
-        partitions = await self._partitions()
+        partitions = await self.partitions()
         if since is None:
             starts = await self._consumer.beginning_offsets(partitions)
             return {tp.partition: offset for tp, offset in starts.items()}
@@ -190,6 +191,13 @@ class Deployment:
             await consumer.commit(positions)
         finally:
             await consumer.stop()
+
+    async def delete_topics(self, topics: list[str]) -> list[str]:
+        """Delete those of `topics` that exist; return their names."""
+        existing = [topic for topic in topics if await self.partitions(topic)]
+        if existing:
+            await self._admin.delete_topics(existing)
+        return existing
 
     async def groups(self) -> list[str]:
         listed = await self._admin.list_consumer_groups()
@@ -331,8 +339,10 @@ async def promote(settings: Settings, reducer: Reducer, version: int, max_lag: i
 
 
 async def prepare_worker(settings: Settings, reducers: list[Reducer]) -> list[str]:
-    """Before a worker starts: record the versions of a new deployment, and rebuild in place (from the
-    beginning) any reducer version this deployment never built. Returns what was done, to log."""
+    """Before a worker starts: create its tables' changelogs, record the versions of a new deployment,
+    and rebuild in place (from the beginning) any reducer version this deployment never built.
+    Returns what was done, to log."""
+    await ensure_topics(settings, [changelog_spec(settings, reducer) for reducer in reducers])
     if settings.build_lane:
         return []
     group = settings.app_id
@@ -361,6 +371,23 @@ async def prepare_worker(settings: Settings, reducers: list[Reducer]) -> list[st
     return [f"{names}: new to this deployment, rebuilding from the beginning of {settings.topics.events}"]
 
 
+async def drop_version(settings: Settings, reducer: Reducer, version: int) -> list[str]:
+    """Delete the topics of a reducer version nobody serves any more; return their names."""
+    dropped = replace(reducer, version=version)
+    async with Deployment(settings) as kafka:
+        serving = (await kafka.versions()).get(reducer.id, {}).get("serving")
+        if version in (serving, reducer.version):
+            why = "serves queries" if version == serving else "is the version of the installed code"
+            raise ReplayRefused(f"version {version} of {reducer.id} {why}: it cannot be dropped")
+        lane = build_group(settings, reducer.id, version)
+        _refuse_if_live(await kafka.members(lane), lane, "dropping the version it builds")
+        return await kafka.delete_topics([
+            changelog_topic(settings, dropped),
+            f"{settings.app_id}-{dropped.table_name}-repartition",
+            f"{lane}-{dropped.table_name}-repartition",
+        ])
+
+
 async def version_report(settings: Settings, reducers: list[Reducer]) -> list[dict]:
     """Per installed reducer: its code version, the serving version, and every version's lag."""
     async with Deployment(settings) as kafka:
@@ -370,14 +397,15 @@ async def version_report(settings: Settings, reducers: list[Reducer]) -> list[di
         live_members = await kafka.members(settings.app_id)
         report = []
         for reducer in reducers:
-            prefix = f"{settings.app_id}-build-{reducer.id}-v"
+            prefix = build_group(settings, reducer.id, 0).removesuffix("0")
             lanes = []
             for group in groups:
-                if group.startswith(prefix) and group[len(prefix):].isdigit():
-                    lanes.append({
-                        "version": int(group[len(prefix):]), "lag": await kafka.lag(group),
-                        "running": await kafka.members(group) > 0,
-                    })
+                version = group.removeprefix(prefix)
+                if not (group.startswith(prefix) and version.isdigit()):
+                    continue
+                if await kafka.partitions(changelog_topic(settings, replace(reducer, version=int(version)))):  # not dropped
+                    lanes.append({"version": int(version), "lag": await kafka.lag(group),
+                                  "running": await kafka.members(group) > 0})
             report.append({
                 "reducer": reducer.id,
                 "code": reducer.version,

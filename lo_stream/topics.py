@@ -7,6 +7,7 @@ partition count): a table needs exactly as many partitions as the topic it is bu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import murmur2
@@ -48,13 +49,13 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-async def ensure_topics(settings: Settings) -> list[str]:
-    """Create the deployment's topics that do not exist yet; return the names created.
+async def ensure_topics(settings: Settings, extra: Iterable[TopicSpec] = ()) -> list[str]:
+    """Create the deployment's topics (and `extra` ones) that do not exist yet; return the names created.
 
     Raises `TopicMismatchError` when a topic exists with another partition count than the
     settings ask for (tables would silently lose co-partitioning).
     """
-    specs = topic_specs(settings)
+    specs = [*topic_specs(settings), *extra]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:

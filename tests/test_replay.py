@@ -236,6 +236,11 @@ async def test_blue_green_build_serves_the_old_version_until_promoted(settings, 
     versions = lo_stream_command("versions", env=env_of(settings))
     assert f"{POINTS}: code v2, serving v2" in versions.stdout
 
+    refused = lo_stream_command("drop-version", POINTS, "2", env=env_of(settings))
+    assert refused.returncode == 1 and "serves queries" in refused.stderr
+    dropped = lo_stream_command("drop-version", POINTS, "1", env=env_of(settings))
+    assert dropped.returncode == 0 and f"{settings.app_id}-{POINTS}-v1-changelog" in dropped.stdout, dropped.stderr
+
 
 async def test_state_at_a_past_time_matches_an_offline_run_up_to_then(settings, tmp_path):
     await ensure_topics(settings)

@@ -21,25 +21,24 @@ import faust
 
 from lo_stream.reducers import Reducer
 from lo_stream.settings import Settings
+from lo_stream.topics import TopicSpec
 
-__all__ = ["changelog_topic", "reducer_table"]
+__all__ = ["changelog_spec", "changelog_topic", "reducer_table"]
 
 
 def reducer_table(app: faust.App, settings: Settings, reducer: Reducer) -> faust.Table:
     """Declare the table of one reducer version: keyed by str, in RocksDB (rocksdict),
     partitioned like the events topic. Missing keys read as None.
 
-    Its changelog is named from the deployment, not from the Faust app, so that a build lane
-    (another app, another consumer group) writes the very table the workers later serve."""
-    changelog = app.topic(
-        changelog_topic(settings, reducer),
-        partitions=settings.partitions,
-        compacting=True,
-        deleting=False,
-        acks=False,
-        internal=True,
-        allow_empty=True,
-    )
+    Faust names a changelog after its app (``<app id>-<table>-changelog``); a build lane is
+    another app (its own consumer group) that must write the very changelog the workers serve
+    later, so it names the topic explicitly (and `lo-stream worker` creates it first)."""
+    changelog = None
+    if app.conf.id != settings.app_id:
+        changelog = app.topic(
+            changelog_topic(settings, reducer), partitions=settings.partitions, compacting=True, deleting=False,
+            acks=False, internal=True, allow_empty=True,
+        )
     return app.Table(
         reducer.table_name,
         default=None,
@@ -53,3 +52,9 @@ def reducer_table(app: faust.App, settings: Settings, reducer: Reducer) -> faust
 def changelog_topic(settings: Settings, reducer: Reducer) -> str:
     """The compacted topic holding every change of a reducer's table."""
     return f"{settings.app_id}-{reducer.table_name}-changelog"
+
+
+def changelog_spec(settings: Settings, reducer: Reducer) -> TopicSpec:
+    """The changelog as `lo_stream.topics.ensure_topics` creates it before a worker starts: a
+    worker joining its group right after Faust created the topic could see it without partitions."""
+    return TopicSpec(changelog_topic(settings, reducer), settings.partitions, {"cleanup.policy": "compact"})
