@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import time
@@ -30,6 +32,7 @@ REDUCER = f"{MODULE}.reducers.student_event_counter"
 EXPORT = f"{MODULE}.overview"
 COURSE = "workshop"
 DASHBOARD = ("-m", "lo_stream", "dashboard")
+WORKSHOP = Path(__file__).parent.parent / "docs" / "workshop.md"
 
 
 # -- lo-stream new-module: what it makes, and the names it refuses --------------------------
@@ -162,6 +165,12 @@ def test_the_workshop_from_a_clean_state(installed_module, settings, tmp_path):
         assert all(row["full_name"] for row in rows)  # joined with the roster
         assert rows[0]["provenance"][0]["reducer"] == REDUCER
 
+        # docs/workshop.md's look at the events in Kafka.
+        peek = subprocess.run([sys.executable, "-"], input=_shell_heredoc("AIOKafkaConsumer"), env=env,
+                              capture_output=True, text=True, timeout=120)
+        keys = re.findall(r"^partition \d+ offset \d+ key (\S+)$", peek.stdout, flags=re.M)
+        assert len(keys) == 5 and set(keys) <= set(expected), peek.stdout + peek.stderr
+
         # The dashboard serves the module's page, showing the counts.
         _check_dashboard_page(settings.model_copy(update={"dashboard_port": free_port()}), tmp_path,
                               rows[0]["full_name"], rows[0]["events"])
@@ -175,6 +184,72 @@ def test_the_workshop_from_a_clean_state(installed_module, settings, tmp_path):
     done = lo_stream_command("offline", str(log), "--module", MODULE, "--output", str(tables), env=env)
     assert done.returncode == 0, done.stderr
     assert {student: state["count"] for student, state in json.loads(tables.read_text())[REDUCER].items()} == expected
+
+    # docs/workshop.md's extension: the median interval between keystrokes, its test, query and page.
+    _extend_as_the_workshop_says(installed_module)
+    unit = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=installed_module,
+                          capture_output=True, text=True, timeout=300)
+    assert unit.returncode == 0 and "2 passed" in unit.stdout, unit.stdout + unit.stderr
+    done = lo_stream_command("offline", str(log), "--module", MODULE, "--output", str(tables), env=env)
+    assert done.returncode == 0, done.stderr
+    states = json.loads(tables.read_text())[REDUCER]
+    assert {student: state["count"] for student, state in states.items()} == expected
+    assert {student: state["median_interval_ms"] for student, state in states.items()} == _median_intervals(log)
+    shown = subprocess.run([sys.executable, "-c", _shell_command("json.dumps(mymodule.QUERIES")], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert json.loads(shown.stdout)["exports"] == {"overview": {"returns": "overview", "description": (
+        f"{REDUCER} for every student of a course, with the roster")}}, shown.stderr
+
+
+def _doc_block(first_line: str) -> str:
+    """The code block of docs/workshop.md that starts with `first_line`."""
+    blocks = re.findall(r"^```\w*\n(.*?)^```", WORKSHOP.read_text(), flags=re.M | re.S)
+    found = [block for block in blocks if block.startswith(first_line)]
+    assert len(found) == 1, f"docs/workshop.md has {len(found)} code blocks starting with {first_line!r}"
+    return found[0]
+
+
+def _shell_heredoc(containing: str) -> str:
+    """The Python program of the doc's ``python - <<'EOF'`` block that mentions `containing`."""
+    programs = re.findall(r"^python - <<'EOF'\n(.*?)^EOF$", WORKSHOP.read_text(), flags=re.M | re.S)
+    found = [program for program in programs if containing in program]
+    assert len(found) == 1, f"docs/workshop.md has {len(found)} python heredocs mentioning {containing!r}"
+    return found[0]
+
+
+def _shell_command(containing: str) -> str:
+    """The program of the doc's ``python -c '...'`` command that mentions `containing`."""
+    [program] = [p for p in re.findall(r"^python -c '(.*)'$", WORKSHOP.read_text(), flags=re.M) if containing in p]
+    return program
+
+
+def _extend_as_the_workshop_says(project: Path) -> None:
+    package = project / "src" / MODULE
+    (package / "reducers.py").write_text(_doc_block(f"# src/{MODULE}/reducers.py\n"))
+    tests = project / "tests" / "test_reducers.py"
+    for path, start in [(package / "__init__.py", '    {"count": '), (package / "dashboards.py", "COLUMNS = "),
+                        (tests, "START = ")]:
+        old = re.search(rf"^{re.escape(start)}.*\n", path.read_text(), flags=re.M)
+        assert old, f"{path} has no line starting with {start!r}"
+        path.write_text(path.read_text().replace(old.group(0), _doc_block(start)))
+    first_test = "assert keystrokes(1000, 1150, 1400)"
+    assert f"`{first_test}[\"count\"] == 3`" in WORKSHOP.read_text()
+    tests.write_text(tests.read_text().replace(f"{first_test} == {{\"count\": 3}}", f"{first_test}[\"count\"] == 3")
+                     + "\n\n" + _doc_block("def test_median_interval"))
+
+
+def _median_intervals(log: Path, window: int = 10) -> dict[str, float | None]:
+    """Per student, the median interval between their last `window` keystroke times (the doc's definition)."""
+    times: dict[str, list[int]] = {}
+    for line in log.read_bytes().splitlines():
+        event = orjson.loads(line)
+        times.setdefault(event["metadata"]["auth"]["safe_user_id"], []).append(event["client"]["timestamp"])
+    medians = {}
+    for student, stamps in times.items():
+        last = sorted(stamps)[-window:]
+        intervals = [later - earlier for earlier, later in zip(last, last[1:])]
+        medians[student] = float(statistics.median(intervals)) if intervals else None
+    return medians
 
 
 def _check_dashboard_page(settings, tmp_path: Path, full_name: str, count: int) -> None:
