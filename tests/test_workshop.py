@@ -108,6 +108,13 @@ def installed_module(tmp_path) -> Path:
         _uninstall()
 
 
+def _module_unit_tests(project: Path, passing: int) -> None:
+    """Run the module's own tests, as a researcher would (``python -m pytest`` in its directory)."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and f"{passing} passed" in done.stdout, done.stdout + done.stderr
+
+
 def _course_counts(settings, token: str, expected: dict[str, int], worker: ServiceProcess,
                    timeout: float = 180) -> dict[str, int]:
     """The export's events per student, asked until they equal `expected` (the worker catches up)."""
@@ -138,9 +145,7 @@ def _events_as_log(settings, path: Path) -> int:
 def test_the_workshop_from_a_clean_state(installed_module, settings, tmp_path):
     env = {**os.environ, **settings.as_env()}
     # The module's own unit test passes, and lo_stream sees the module.
-    unit = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=installed_module,
-                          capture_output=True, text=True, timeout=300)
-    assert unit.returncode == 0, unit.stdout + unit.stderr
+    _module_unit_tests(installed_module, passing=1)
     listed = lo_stream_command("modules", env=env)
     assert f"{MODULE}  ({MODULE}, from {MODULE})" in listed.stdout and REDUCER in listed.stdout, listed.stderr
 
@@ -187,9 +192,7 @@ def test_the_workshop_from_a_clean_state(installed_module, settings, tmp_path):
 
     # docs/workshop.md's extension: the median interval between keystrokes, its test, query and page.
     _extend_as_the_workshop_says(installed_module)
-    unit = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=installed_module,
-                          capture_output=True, text=True, timeout=300)
-    assert unit.returncode == 0 and "2 passed" in unit.stdout, unit.stdout + unit.stderr
+    _module_unit_tests(installed_module, passing=2)
     done = lo_stream_command("offline", str(log), "--module", MODULE, "--output", str(tables), env=env)
     assert done.returncode == 0, done.stderr
     states = json.loads(tables.read_text())[REDUCER]
