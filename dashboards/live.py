@@ -17,7 +17,7 @@ import asyncio
 import logging
 from typing import Callable
 
-from lo_stream.dashboards.client import BackendError, QueryClient
+from lo_stream.query.client import BackendError, QueryClient
 
 __all__ = ["LiveCourse", "LiveCourses", "OVERVIEW_EXPORT"]
 

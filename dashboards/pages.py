@@ -21,7 +21,7 @@ import pandas as pd
 import panel as pn
 from bokeh.models.widgets.tables import HTMLTemplateFormatter, NumberFormatter
 
-from lo_stream.dashboards.client import BackendError, QueryClient
+from lo_stream.query.client import BackendError, QueryClient
 from lo_stream.dashboards.live import LiveCourse, LiveCourses
 from lo_stream.query.functions import initials
 

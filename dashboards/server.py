@@ -20,7 +20,7 @@ import panel as pn
 from panel.auth import BasicAuthProvider, BasicLoginHandler
 from tornado.web import RequestHandler
 
-from lo_stream.dashboards.client import QueryClient
+from lo_stream.query.client import QueryClient
 from lo_stream.dashboards.live import LiveCourses
 from lo_stream.dashboards.pages import DashboardContext, class_page, overview_page, student_page
 from lo_stream.modules import Module

@@ -180,6 +180,22 @@ def modules() -> None:
             )
 
 
+@cli.command("new-module")
+@click.argument("name")
+@click.option("--directory", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Where to create the package's directory.")
+def new_module(name: str, directory: Path) -> None:
+    """Create module NAME from the template: a reducer and its test, a query, a dashboard page."""
+    from lo_stream.scaffold import ScaffoldError, new_module as scaffold
+
+    try:
+        target = scaffold(name, directory)
+    except ScaffoldError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"created {target}/ (see its README.md); make it live with:\n"
+               f"  pip install -e {target}\nthen restart the worker and the dashboard")
+
+
 # -- ways in: the gateway and its tokens ---------------------------------------------------
 
 

@@ -15,12 +15,11 @@ events.
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
+from lo_stream.blocking import run_blocking
 from lo_stream.envelopes import BadLine, Identity, parse_log_line, student_of
 from lo_stream.modules import load_modules
 from lo_stream.reducers import Reducer, registry
@@ -116,12 +115,7 @@ def run(
     reducer. `user` says whose raw (non-envelope) events in a file are. Works in notebooks too
     (where an event loop is already running).
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(arun(events, reducers, user=user))
-    with ThreadPoolExecutor(max_workers=1) as pool:  # a notebook's loop is running: use our own
-        return pool.submit(asyncio.run, arun(events, reducers, user=user)).result()
+    return run_blocking(arun(events, reducers, user=user))
 
 
 def _envelopes(events: Iterable[dict] | str | Path, user: str | None, result: OfflineResult) -> Iterator[dict]:

@@ -31,6 +31,7 @@ from yarl import URL
 
 from lo_stream.connectors.producer import EventProducer
 from lo_stream.query.access import UserFileError, UserStore
+from lo_stream.query.client import ON_BEHALF_HEADER
 from lo_stream.query.executor import AccessDenied, Caller, Execution
 from lo_stream.query.exports import ExportCatalog
 from lo_stream.query.language import QueryError
@@ -45,8 +46,6 @@ __all__ = ["QueryService", "install_query_api"]
 logger = logging.getLogger(__name__)
 
 CLUSTER_HEADER = "X-LO-Stream-Cluster"
-# An admin service (the dashboards) asking for a signed-in teacher: that teacher's rules apply.
-ON_BEHALF_HEADER = "X-LO-Stream-On-Behalf-Of"
 LOOPBACK = {"127.0.0.1", "::1"}
 READY_TIMEOUT = 30.0
 

@@ -1,8 +1,9 @@
-"""The dashboards' way to the query layer: HTTP for one-off queries, websockets for live ones.
+"""A client of the query API: HTTP for one-off queries, websockets for live ones.
 
-The dashboard server signs in to the query API with its own admin token and asks on behalf of
-the signed-in teacher (``X-LO-Stream-On-Behalf-Of``), so the query layer applies that teacher's
-access rules and audits their name.
+Used by the dashboards and by notebooks (`lo_stream.notebook`). The dashboard server signs in
+with its own admin token and asks on behalf of the signed-in teacher
+(``X-LO-Stream-On-Behalf-Of``), so the query layer applies that teacher's access rules and audits
+their name.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 
-__all__ = ["BackendError", "QueryClient"]
+__all__ = ["ON_BEHALF_HEADER", "TOKEN_ENV", "BackendError", "QueryClient"]
 
+# An admin service (the dashboards) asking for a signed-in teacher: that teacher's rules apply.
 ON_BEHALF_HEADER = "X-LO-Stream-On-Behalf-Of"
+TOKEN_ENV = "LO_STREAM_QUERY_TOKEN"
+"""The environment variable a caller's token is read from when none is given."""
 
 
 class BackendError(RuntimeError):
