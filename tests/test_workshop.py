@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from lo_stream.notebook import query as notebook_query
 from lo_stream.query.access import UserStore
 from lo_stream.query.client import BackendError
 from lo_stream.scaffold import ScaffoldError, check_name, new_module
-from tests.support import ServiceProcess, free_port, lo_stream_command, read_topic
+from tests.support import ServiceProcess, free_port, lo_stream_command, read_table, read_topic
 
 MODULE = "mymodule"  # the name docs/workshop.md uses
 REDUCER = f"{MODULE}.reducers.student_event_counter"
@@ -198,6 +199,12 @@ def test_the_workshop_from_a_clean_state(installed_module, settings, tmp_path):
     states = json.loads(tables.read_text())[REDUCER]
     assert {student: state["count"] for student, state in states.items()} == expected
     assert {student: state["median_interval_ms"] for student, state in states.items()} == _median_intervals(log)
+    # docs/workshop.md's step 6: replay the history through the new logic, exactly as the doc says.
+    [replay] = [line for line in WORKSHOP.read_text().splitlines() if line.startswith("lo-stream replay --from earliest")]
+    replayed = lo_stream_command(*shlex.split(replay.split("#")[0])[1:], env=env)
+    assert replayed.returncode == 0, replayed.stderr
+    rebuilt = asyncio.run(read_table(settings, f"{REDUCER}-v1"))
+    assert {student: value["state"] for student, value in rebuilt.items()} == states
     shown = subprocess.run([sys.executable, "-c", _shell_command("json.dumps(mymodule.QUERIES")], env=env,
                            capture_output=True, text=True, timeout=120)
     assert json.loads(shown.stdout)["exports"] == {"overview": {"returns": "overview", "description": (
