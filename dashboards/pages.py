@@ -138,8 +138,13 @@ def overview_page(context: DashboardContext) -> pn.viewable.Viewable:
         formatters={"who": HTMLTemplateFormatter(template="<%= value %>"), "typing_ms": NumberFormatter(format="0")},
         height=520, name="students",
     )
-    table.visible = False
-    body = pn.Column(notice, table, sizing_mode="stretch_width")
+    body = pn.Column(notice, sizing_mode="stretch_width")
+
+    def show_table(shown: bool) -> None:
+        # Added to the page when there is something to show, rather than hidden and shown:
+        # Tabulator draws no rows when it was laid out while hidden (until something redraws it).
+        if shown != (table in body.objects):
+            body[:] = [notice, table] if shown else [notice]
     state: dict[str, Any] = {"course": None, "positions": {}}
 
     def show_course(course: LiveCourse) -> None:
@@ -149,12 +154,12 @@ def overview_page(context: DashboardContext) -> pn.viewable.Viewable:
         if course.problem:
             notice.append(_message(course.problem, "warning" if course.loaded else "danger"))
         if not course.loaded:
-            table.visible = False
+            show_table(False)
             return
         frame = _frame(course)
         state["positions"] = {student: position for position, student in enumerate(frame.index)}
         table.value = frame
-        table.visible = True
+        show_table(True)
         if frame.empty:
             notice.append(_message(f"Course {course.course_id} has no students on its roster yet "
                                    "(load one: lo-stream rosters load FILE --course ID).", "info"))
@@ -192,7 +197,7 @@ def overview_page(context: DashboardContext) -> pn.viewable.Viewable:
         session.release()
         state["course"] = None
         if not course_id:
-            table.visible = False
+            show_table(False)
             return
         course = context.live.acquire(course_id)
         state["course"] = course
