@@ -46,6 +46,7 @@ async def test_run_brings_up_the_whole_stack_and_stops_cleanly(settings, tmp_pat
         await wait_for_table(settings, EVENT_COUNT, {"ana": 3}, run,
                              project=lambda v: v["state"]["count"], keys={"ana"})
         dashboard = f"http://127.0.0.1:{settings.dashboard_port}"
+        await run.wait_until_serving(f"{dashboard}/login")  # Panel takes its time to import on a busy machine
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:  # cookies for 127.0.0.1
             async with http.post(f"{dashboard}/login", data={"username": "teacher", "password": password}) as signed:
                 assert signed.status == 200 and "/login" not in str(signed.url)
