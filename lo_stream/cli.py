@@ -491,8 +491,8 @@ def users_revoke(name: str) -> None:
 def query_command(export: str, params: tuple[str, ...], url: str | None, token: str | None) -> None:
     """Run a module's export (e.g. writing.course_overview --param course_id=alg-1) and print the JSON."""
     import json
-    import urllib.error
-    import urllib.request
+
+    from lo_stream.query.client import BackendError, QueryClient
 
     settings = _settings()
     if not token:
@@ -503,20 +503,21 @@ def query_command(export: str, params: tuple[str, ...], url: str | None, token: 
         if not sep or not name:
             raise click.ClickException(f"--param {param!r} is not NAME=VALUE")
         values[name] = value
-    url = (url or f"http://{settings.bind_host}:{settings.worker_port}").rstrip("/")
-    request = urllib.request.Request(
-        f"{url}/api/query", data=json.dumps({"export": export, "params": values}).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
+    client = QueryClient(url or settings.query_url, token)
+
+    async def ask() -> object:
+        try:
+            return await client.run(export, values, None)
+        finally:
+            await client.close()
+
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answer = json.load(response)
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        raise click.ClickException(f"{exc.code} {exc.reason}: {detail}") from None
-    except urllib.error.URLError as exc:
-        raise click.ClickException(f"no worker answers at {url} ({exc.reason}): start one with lo-stream worker") from None
-    click.echo(json.dumps(answer["result"], indent=2, ensure_ascii=False))
+        result = asyncio.run(ask())
+    except BackendError as exc:
+        if not exc.status:
+            raise click.ClickException(f"{exc}: start a worker with lo-stream worker") from None
+        raise click.ClickException(f"{exc.status}: {exc}") from None
+    click.echo(json.dumps(result, indent=2, ensure_ascii=False))
 
 
 # -- offline mode, replay and history ------------------------------------------------------

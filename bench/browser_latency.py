@@ -1,0 +1,139 @@
+"""How long from an event being produced to a teacher's browser showing it.
+
+    python bench/browser_latency.py [--rate 100] [--seconds 20] [--students 12]
+
+The whole stack on the real broker: a `lo-stream worker` (with the query API), `lo-stream
+dashboard`, Debian's Chromium (Playwright) signed in as the course's teacher on the course
+overview. Keystrokes for the course's students are produced at a steady rate; a MutationObserver in
+the page records when each student's "Events" cell changes. A change to count n is matched to the
+send time of that student's n-th event: latency = shown - sent (same machine, same clock). The
+dashboard coalesces bursts (one patch may carry several events), so the figures are per update
+the teacher sees. Prints and saves p50/p90/p99/max to bench/results/browser_latency-<rate>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.harness import bench_settings, environment, kafka, percentiles, save_result  # noqa: E402
+from lo_stream.connectors.rosters import roster_student, write_course  # noqa: E402
+from lo_stream.query.access import UserStore  # noqa: E402
+from lo_stream.topics import ensure_topics  # noqa: E402
+from tests.support import ServiceProcess, envelope, free_port  # noqa: E402
+from tests.test_dashboards import CHROMIUM, CHROMIUM_ARGS, DASHBOARD, sign_in  # noqa: E402
+
+COURSE = "bench-class"
+# Every change of an "Events" cell, with the student's name from the row, stamped with the page's clock.
+OBSERVER = """() => {
+  window.__changes = [];
+  const seen = new Map();
+  const scan = () => {
+    for (const row of document.querySelectorAll('.tabulator-row')) {
+      const name = row.querySelector('.tabulator-cell[tabulator-field="name"]');
+      const events = row.querySelector('.tabulator-cell[tabulator-field="events"]');
+      if (!name || !events) continue;
+      const value = parseInt(events.textContent, 10);
+      if (seen.get(name.textContent) !== value) {
+        seen.set(name.textContent, value);
+        window.__changes.push([name.textContent, value, Date.now()]);
+      }
+    }
+  };
+  new MutationObserver(scan).observe(document.body, {subtree: true, childList: true, characterData: true});
+  scan();
+}"""
+
+
+def full_name(index: int) -> str:
+    return f"Student{index:03d} Bench"
+
+
+async def measure(settings, rate: float, seconds: float, students: int, work: Path) -> tuple[list[float], int]:
+    from playwright.async_api import async_playwright, expect
+
+    await ensure_topics(settings)
+    UserStore(settings.users_file).add("teacher", "teacher", password="bench-pw")
+    await write_course(settings, {"course_id": COURSE, "name": "Bench", "teachers": ["teacher"]},
+                       [roster_student(f"s{i}", f"Student{i:03d}", "Bench") for i in range(students)])
+    worker = ServiceProcess(settings, work / "worker.log").start()
+    dashboard = ServiceProcess(settings, work / "dashboard.log", DASHBOARD).start()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=0)
+    await producer.start()
+    sent: dict[tuple[str, int], float] = {}
+    try:
+        await dashboard.wait_until_serving(f"http://127.0.0.1:{settings.dashboard_port}/login", timeout=120)
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = await sign_in(browser, settings, "teacher", "bench-pw")
+            # Tall enough that Tabulator renders every row (it only draws the visible ones).
+            await page.set_viewport_size({"width": 1400, "height": 900 + 40 * students})
+            await page.goto(f"http://127.0.0.1:{settings.dashboard_port}/overview?course={COURSE}")
+            await expect(page.locator(".tabulator-row", has_text=full_name(students - 1))).to_be_visible(timeout=120_000)
+            await page.evaluate(OBSERVER)
+
+            total, last = int(rate * seconds), {}
+            started = time.monotonic()
+            for i in range(total):
+                await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
+                student = i % students
+                count = i // students + 1
+                now = time.time() * 1000
+                event = envelope(f"s{student}", event="keystroke", timestamp=now)
+                await producer.send(settings.topics.events, key=f"s{student}".encode(), value=orjson.dumps(event))
+                sent[(full_name(student), count)] = now
+                last[full_name(student)] = count
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                shown = {name: value for name, value, _ in await page.evaluate("window.__changes")}
+                if all(shown.get(name) == count for name, count in last.items()):
+                    break
+                await asyncio.sleep(0.5)
+            changes = await page.evaluate("window.__changes")
+            await browser.close()
+    finally:
+        await producer.stop()
+        dashboard.stop()
+        worker.stop()
+    latencies = [at - sent[(name, value)] for name, value, at in changes if (name, value) in sent]
+    return latencies, len(sent)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, default=100, help="events per second")
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--students", type=int, default=12)
+    args = parser.parse_args()
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # "topic not found" until the worker makes it
+
+    work = Path(tempfile.mkdtemp(prefix="lo-bench-browser-"))
+    with kafka(work) as broker:
+        settings = bench_settings(broker, work, "browser", dashboard_port=free_port())
+        latencies, events = asyncio.run(measure(settings, args.rate, args.seconds, args.students, work))
+        result = {
+            "benchmark": "browser_latency",
+            **environment(broker),
+            "rate_events_per_s": args.rate,
+            "students": args.students,
+            "events": events,
+            "updates_seen": len(latencies),
+            "latency_ms": percentiles(latencies),
+        }
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    save_result(f"browser_latency-{args.rate:g}", result)
+
+
+if __name__ == "__main__":
+    main()
