@@ -48,14 +48,16 @@ def create_app(settings: Settings) -> faust.App:
             "LO_STREAM_PROCESSING_GUARANTEE=exactly_once is experimental: with faust-streaming 0.15.3 tables "
             "can miss events across restarts (docs/engine.md). The default, at_least_once, keeps them exact."
         )
-    modules = load_modules()
+    modules = load_modules(only=settings.module_names)
     try:
         catalog = ExportCatalog(modules, registry)
     except QueryError as exc:
         raise ModuleLoadError(str(exc)) from None
+    # With LO_STREAM_MODULES, only the named modules' reducers run, whatever else was imported.
+    reducers = [r for module in modules for r in module.reducers] if settings.module_names else list(registry)
     metrics = WorkerMetrics(app)
-    tables = install_agents(app, settings, registry, metrics)
-    install_query_api(app, settings, tables, list(registry), catalog, metrics.registry)
+    tables = install_agents(app, settings, reducers, metrics)
+    install_query_api(app, settings, tables, reducers, catalog, metrics.registry)
     return app
 
 
