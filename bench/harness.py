@@ -10,7 +10,8 @@ Responsibilities:
    (same partitions) when a competitor needs its own topic name;
 3. draining: start a competitor process, follow its consumer group's committed offsets until
    they reach the end of the topic, sample its memory and CPU, stop it;
-4. results: figures with the date, machine and versions, saved to ``bench/results/``; percentiles
+4. a websocket client of the ingest gateway (one student per connection);
+5. results: figures with the date, machine and versions, saved to ``bench/results/``; percentiles
    and ratios.
 """
 
@@ -27,6 +28,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import aiohttp
 import numpy as np
 import orjson
 import psutil
@@ -44,6 +46,9 @@ __all__ = [
     "RESULTS",
     "Dataset",
     "Drained",
+    "GatewayClient",
+    "ProcessTreeSampler",
+    "SOURCE",
     "bench_settings",
     "copy_topic",
     "drain",
@@ -54,6 +59,7 @@ __all__ = [
     "produce_dataset",
     "ratio",
     "save_result",
+    "student_name",
     "worker_env",
 ]
 
@@ -158,6 +164,7 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 def student_name(index: int) -> str:
+    """The id of student number `index` (its user id and safe_user_id)."""
     return f"student-{index:07d}"
 
 
@@ -410,3 +417,60 @@ async def drain(process: ServiceProcess, broker: str, group: str, topic: str, da
         cpu_s=sampler.cpu_seconds,
         events_per_cpu_s=messages * dataset.per_message / cpu if cpu else 0.0,
     )
+
+
+# -- the gateway -------------------------------------------------------------------------------
+
+
+class GatewayClient:
+    """One student's websocket to the ingest gateway: LO's ``/wsapi/in/`` protocol with the
+    development-only identity event (the gateway must run with ``gateway_insecure_identity``).
+
+    `acked` counts the data frames the gateway has acknowledged (stored in Kafka)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, student: str) -> None:
+        self.ws = ws
+        self.student = student
+        self.sent = 0
+        self.acked = 0
+        self._ack = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def connect(cls, http: aiohttp.ClientSession, base: str, student: str) -> "GatewayClient":
+        ws = await http.ws_connect(f"{base}/wsapi/in/")
+        await ws.send_bytes(orjson.dumps({"event": "test_framework_fake_identity", "source": SOURCE, "user_id": student}))
+        reply = orjson.loads((await ws.receive(timeout=30)).data)
+        if reply.get("status") != "auth":
+            raise RuntimeError(f"the gateway at {base} did not accept the identity of {student!r}: {reply} "
+                               "(is LO_STREAM_GATEWAY_INSECURE_IDENTITY on?)")
+        return cls(ws, student)
+
+    async def send(self, event: dict, window: int | None = None) -> None:
+        """Send one event; with `window`, first wait until fewer than that many are unacknowledged."""
+        while window is not None and self.sent - self.acked >= window:
+            self._ack.clear()
+            await self._ack.wait()
+        await self.ws.send_bytes(orjson.dumps(event))
+        self.sent += 1
+
+    async def wait_acked(self, timeout: float) -> None:
+        async def every_ack() -> None:
+            while self.acked < self.sent:
+                self._ack.clear()
+                await self._ack.wait()
+
+        await asyncio.wait_for(every_ack(), timeout)
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+    async def _read(self) -> None:
+        async for message in self.ws:
+            reply = orjson.loads(message.data)
+            if reply.get("status") == "ack":
+                self.acked = reply["seq"] - 1  # the identity event was frame 1
+                self._ack.set()
+            elif reply.get("status") == "error":
+                raise RuntimeError(f"the gateway refused an event of {self.student!r}: {reply}")
