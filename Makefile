@@ -2,6 +2,7 @@
 #   make run    Kafka (embedded unless LO_STREAM_BROKER is set), a worker, the gateway,
 #               the dashboards and a simulated class (development mode)
 #   make test   install if needed, then the whole suite against a real broker
+#   make bench  the benchmarks (quick; BENCH_ARGS=--full), docs/benchmarks.md
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
