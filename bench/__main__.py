@@ -25,7 +25,7 @@ from rich.progress import Progress
 
 from bench import change_feed_latency, gateway_throughput
 from bench.harness import bench_settings, environment, kafka, produce_dataset, ratio, save_result
-from bench.throughput import run_competitor
+from bench.throughput import run_competitor, throughput_ratios
 from tests.support import free_port
 
 MODES = {
@@ -57,26 +57,6 @@ async def throughput(broker: str, work: Path, mode: dict, progress: Progress) ->
             runs.append(await run_competitor(competitor, dataset, broker, work, guarantee=guarantee, modules=modules))
             progress.remove_task(task)
     return {"runs": runs, "ratios": throughput_ratios(runs)}
-
-
-def throughput_ratios(runs: list[dict]) -> list[dict]:
-    """lo_stream / raw and lo_stream / Quix, per data shape and guarantee, from the same run."""
-    def rate(competitor: str, per_message: int, guarantee: str) -> float | None:
-        return next((r["events_per_s"] for r in runs if r["competitor"] == competitor and r["workload"] == "workshop"
-                     and r["events_per_message"] == per_message and r["guarantee"] == guarantee), None)
-
-    ratios = []
-    for per_message in sorted({r["events_per_message"] for r in runs}):
-        for guarantee in ("at_least_once", "exactly_once"):
-            lo_stream = rate("lo_stream", per_message, guarantee)
-            if lo_stream is None:
-                continue
-            ratios.append({
-                "events_per_message": per_message, "guarantee": guarantee,
-                "lo_stream_over_raw": ratio(lo_stream, rate("raw", per_message, "at_least_once")),
-                "lo_stream_over_quix": ratio(lo_stream, rate("quix", per_message, guarantee)),
-            })
-    return ratios
 
 
 async def scale(broker: str, work: Path, mode: dict, progress: Progress, done: list[dict]) -> dict:

@@ -10,6 +10,7 @@ import argparse
 import orjson
 
 from bench.harness import RESULTS
+from bench.throughput import throughput_ratios
 
 __all__ = ["tables"]
 
@@ -37,10 +38,12 @@ def tables(mode: str) -> str:
             out.append(f"| {_shape(run['events_per_message'])} | {run['competitor']} | {run['workload']} | "
                        f"{run['guarantee']} | {run['events']:,} | {run['events_per_s']:,.0f} | "
                        f"{run['events_per_cpu_s']:,.0f} | {run['peak_rss_mb']:,.0f} |")
-        out += ["", "| data | guarantee | lo_stream / raw | lo_stream / Quix |", "|---|---|---|---|"]
-        for r in throughput["ratios"]:
+        out += ["", "| data | guarantee | lo_stream / raw | lo_stream / Quix | per CPU-s: / raw | / Quix |",
+                "|---|---|---|---|---|---|"]
+        for r in throughput_ratios(throughput["runs"]):
             out.append(f"| {_shape(r['events_per_message'])} | {r['guarantee']} | {r['lo_stream_over_raw']} | "
-                       f"{r['lo_stream_over_quix']} |")
+                       f"{r['lo_stream_over_quix']} | {r['per_cpu_lo_stream_over_raw']} | "
+                       f"{r['per_cpu_lo_stream_over_quix']} |")
         out.append("")
     scale = _load(f"scale-{mode}")
     if scale:

@@ -29,12 +29,13 @@ from bench.harness import (
     environment,
     kafka,
     produce_dataset,
+    ratio,
     worker_env,
 )
 from lo_stream.topics import ensure_topics
 from tests.support import ServiceProcess
 
-__all__ = ["COMPETITORS", "run_competitor"]
+__all__ = ["COMPETITORS", "run_competitor", "throughput_ratios"]
 
 COMPETITORS = ("raw", "lo_stream", "quix")
 BENCH = Path(__file__).resolve().parent
@@ -83,6 +84,31 @@ async def run_competitor(
         "events_per_message": dataset.per_message,
         **drained.as_dict(),
     }
+
+
+def throughput_ratios(runs: list[dict]) -> list[dict]:
+    """lo_stream / raw and lo_stream / Quix, per data shape and guarantee, from the same run: in
+    events/s and in events per CPU-second (steadier on a shared machine, and for short runs)."""
+    def rate(competitor: str, per_message: int, guarantee: str, figure: str = "events_per_s") -> float | None:
+        return next((r[figure] for r in runs if r["competitor"] == competitor and r["workload"] == "workshop"
+                     and r["events_per_message"] == per_message and r["guarantee"] == guarantee), None)
+
+    ratios = []
+    for per_message in sorted({r["events_per_message"] for r in runs}):
+        for guarantee in ("at_least_once", "exactly_once"):
+            lo_stream = rate("lo_stream", per_message, guarantee)
+            if lo_stream is None:
+                continue
+            ratios.append({
+                "events_per_message": per_message, "guarantee": guarantee,
+                "lo_stream_over_raw": ratio(lo_stream, rate("raw", per_message, "at_least_once")),
+                "lo_stream_over_quix": ratio(lo_stream, rate("quix", per_message, guarantee)),
+                "per_cpu_lo_stream_over_raw": ratio(rate("lo_stream", per_message, guarantee, "events_per_cpu_s"),
+                                                    rate("raw", per_message, "at_least_once", "events_per_cpu_s")),
+                "per_cpu_lo_stream_over_quix": ratio(rate("lo_stream", per_message, guarantee, "events_per_cpu_s"),
+                                                     rate("quix", per_message, guarantee, "events_per_cpu_s")),
+            })
+    return ratios
 
 
 async def compare(broker: str, work: Path, args: argparse.Namespace) -> list[dict]:
