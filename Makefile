@@ -2,13 +2,14 @@
 #   make run    Kafka (embedded unless LO_STREAM_BROKER is set), a worker, the gateway,
 #               the dashboards and a simulated class (development mode)
 #   make test   install if needed, then the whole suite against a real broker
+#   make bench  the benchmarks (quick; BENCH_ARGS=--full), docs/benchmarks.md
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 LO := $(VENV)/bin/lo-stream
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test kafka kafka-stop bench-latency clean
+.PHONY: install install-bench run test kafka kafka-stop bench bench-latency clean
 
 install: $(STAMP)
 
@@ -33,8 +34,22 @@ kafka: install
 kafka-stop: install
 	$(LO) kafka stop
 
+# The bench extra (Quix Streams, py-spy, psutil) on top of the dev install; not needed by make test.
+BENCH_STAMP := $(VENV)/.installed-bench
+
+install-bench: $(BENCH_STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	touch $@
+
+# Every benchmark, quick (< 10 min) by default; BENCH_ARGS=--full for 1M events and 1M students
+# (hours), BENCH_ARGS="--only throughput". Results in bench/results/, tables: docs/benchmarks.md.
+bench: install-bench
+	$(PY) -m bench $(BENCH_ARGS)
+
 # Event -> change-feed subscriber latency (docs/benchmarks.md); BENCH_ARGS="--rate 1000".
-bench-latency: install
+bench-latency: install-bench
 	$(PY) bench/change_feed_latency.py $(BENCH_ARGS)
 
 clean:

@@ -125,17 +125,16 @@ def worker(loglevel: str) -> None:
     from faust import Worker
 
     from lo_stream.modules import ModuleLoadError
-    from lo_stream.reducers import ReducerDefinitionError, registry
-    from lo_stream.replay import ReplayRefused, build_lane, prepare_worker
+    from lo_stream.reducers import ReducerDefinitionError
+    from lo_stream.replay import ReplayRefused, prepare_worker
     from lo_stream.topics import TopicMismatchError, ensure_topics
 
     settings = _settings()
     try:
         asyncio.run(ensure_topics(settings))
-        from lo_stream.app import app
+        from lo_stream.app import app, worker_reducers
 
-        lane = build_lane(settings, registry)
-        for done in asyncio.run(prepare_worker(settings, [lane] if lane else list(registry))):
+        for done in asyncio.run(prepare_worker(settings, worker_reducers(settings)[1])):
             click.secho(done, fg="yellow", err=True)
     except (TopicMismatchError, ModuleLoadError, ReducerDefinitionError, ReplayRefused) as exc:
         raise click.ClickException(str(exc)) from None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from typing import Collection
 
 from lo_stream.reducers import Reducer, ReducerDefinitionError, ReducerRegistry, registry
 
@@ -40,10 +41,20 @@ class Module:
     dashboards: dict | None = None
 
 
-def load_modules(reducers: ReducerRegistry = registry) -> list[Module]:
-    """Import every installed module; return them with the reducers each one registered."""
+def load_modules(reducers: ReducerRegistry = registry, only: Collection[str] = ()) -> list[Module]:
+    """Import every installed module (or `only` those named, e.g. ``LO_STREAM_MODULES``); return
+    them with the reducers each one registered."""
+    installed = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+    missing = sorted(set(only) - {entry_point.name for entry_point in installed})
+    if missing:
+        raise ModuleLoadError(
+            f"LO_STREAM_MODULES names {', '.join(map(repr, missing))}, which is not installed "
+            f"(installed: {', '.join(ep.name for ep in installed) or 'none'}; see `lo-stream modules`)"
+        )
     modules = []
-    for entry_point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
+    for entry_point in installed:
+        if only and entry_point.name not in only:
+            continue
         distribution = entry_point.dist.name if entry_point.dist else "?"
         try:
             package = entry_point.load()

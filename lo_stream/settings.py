@@ -63,6 +63,14 @@ class Settings(BaseSettings):
         description="exactly_once makes table writes and offset commits one Kafka transaction.",
     )
 
+    # What the workers run
+    modules: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9_.,\s-]*$",
+        description="Comma-separated names of the installed modules a worker runs (see `lo-stream modules`). "
+        "Empty: every installed module.",
+    )
+
     # Where state lives
     data_dir: Path = Field(default=Path("~/.local/share/lo_stream"), description="Tables and the embedded broker.")
     cache_dir: Path = Field(default=Path("~/.cache/lo_stream"), description="Downloaded Kafka jars.")
@@ -185,6 +193,11 @@ class Settings(BaseSettings):
             audit=f"{prefix}.audit",
             versions=f"{prefix}.versions",
         )
+
+    @property
+    def module_names(self) -> list[str]:
+        """The modules named by `modules`, in order; empty means every installed module."""
+        return [name.strip() for name in self.modules.split(",") if name.strip()]
 
     @property
     def app_id(self) -> str:

@@ -63,14 +63,17 @@ class ServiceProcess:
     FAUST = ("-m", "faust", "-A", "lo_stream.app", "worker", "-l", "info")
     GATEWAY = ("-m", "lo_stream", "gateway")
 
-    def __init__(self, settings: Settings, log_file: Path, command: tuple[str, ...] = LO_STREAM) -> None:
+    def __init__(
+        self, settings: Settings, log_file: Path, command: tuple[str, ...] = LO_STREAM, env: dict[str, str] | None = None
+    ) -> None:
         self.settings = settings
         self.log_file = log_file
         self.command = command
+        self.env = env or {}  # more variables for the child, beside the settings
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "ServiceProcess":
-        env = {**os.environ, **self.settings.as_env()}
+        env = {**os.environ, **self.settings.as_env(), **self.env}
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, *self.command],

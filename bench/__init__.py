@@ -1,0 +1,1 @@
+"""lo_stream's benchmarks (``make bench``): see docs/benchmarks.md."""

@@ -1,0 +1,120 @@
+"""``make bench``: every benchmark in one run, quick by default.
+
+    python -m bench [--full] [--only throughput,scale,latency,gateway]
+
+1. throughput at 10k students, one event per message and packed (10 per message): raw loop,
+   lo_stream, Quix Streams on the workshop reducer, and lo_stream on its writing module;
+   at-least-once, then exactly-once (lo_stream, Quix);
+2. scale: students from 1k up (one event per message), raw and lo_stream: throughput and peak RSS;
+3. latency: steady 1k and 10k events/s through the gateway to a live query subscriber;
+4. the gateway's acknowledged events/s.
+
+Saves ``bench/results/<section>-<mode>.json`` and prints the tables of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+
+from bench import change_feed_latency, gateway_throughput
+from bench.harness import bench_settings, environment, kafka, produce_dataset, ratio, save_result
+from bench.throughput import run_competitor, throughput_ratios
+from tests.support import free_port
+
+MODES = {
+    # lo_stream's writing module on one event per message (~250 events/s) only in full mode.
+    "quick": {"single_events": 20_000, "packed_events": 100_000, "students": (1_000, 10_000, 100_000),
+              "writing_single": False, "latency_seconds": {1_000: 5, 10_000: 2}, "gateway_seconds": 8},
+    "full": {"single_events": 1_000_000, "packed_events": 1_000_000, "students": (1_000, 10_000, 100_000, 1_000_000),
+             "writing_single": True, "latency_seconds": {1_000: 30, 10_000: 20}, "gateway_seconds": 30},
+}
+SECTIONS = ("throughput", "scale", "latency", "gateway")
+STUDENTS = 10_000  # of the throughput comparison
+PACKED = 10  # events per message when packed
+PARTITIONS = 4
+console = Console()
+
+
+async def throughput(broker: str, work: Path, mode: dict, progress: Progress) -> dict:
+    runs = []
+    for per_message, events in ((1, mode["single_events"]), (PACKED, mode["packed_events"])):
+        dataset = await produce_dataset(broker, STUDENTS, events, per_message, PARTITIONS)
+        plan = [("raw", "at_least_once", "workshop"), ("lo_stream", "at_least_once", "workshop"),
+                ("quix", "at_least_once", "workshop")]
+        if per_message > 1 or mode["writing_single"]:
+            plan.append(("lo_stream", "at_least_once", "writing"))
+        if per_message > 1:
+            plan += [("lo_stream", "exactly_once", "workshop"), ("quix", "exactly_once", "workshop")]
+        for competitor, guarantee, modules in plan:
+            task = progress.add_task(f"{competitor} {modules} {guarantee} {dataset.label} S={STUDENTS:,}", total=None)
+            runs.append(await run_competitor(competitor, dataset, broker, work, guarantee=guarantee, modules=modules))
+            progress.remove_task(task)
+    return {"runs": runs, "ratios": throughput_ratios(runs)}
+
+
+async def scale(broker: str, work: Path, mode: dict, progress: Progress, done: list[dict]) -> dict:
+    """`done`: throughput runs; those of the same shape (e.g. at 10k students) are not run again."""
+    runs = []
+    for students in mode["students"]:
+        dataset = None
+        for competitor in ("raw", "lo_stream"):
+            same = [r for r in done if r["competitor"] == competitor and r["workload"] == "workshop"
+                    and r["guarantee"] == "at_least_once" and r["events_per_message"] == 1
+                    and (r["students"], r["events"]) == (students, mode["single_events"])]
+            if same:
+                runs.append(same[0])
+                continue
+            dataset = dataset or await produce_dataset(broker, students, mode["single_events"], 1, PARTITIONS)
+            task = progress.add_task(f"{competitor} single S={students:,}", total=None)
+            runs.append(await run_competitor(competitor, dataset, broker, work))
+            progress.remove_task(task)
+    lo_stream = [r["events_per_s"] for r in runs if r["competitor"] == "lo_stream"]
+    return {"runs": runs, "lo_stream_slowest_over_fastest": ratio(min(lo_stream), max(lo_stream))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--full", action="store_true", help="1,000,000 events and up to 1M students (hours)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated, from {', '.join(SECTIONS)}")
+    args = parser.parse_args()
+    sections = args.only.split(",")
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}: choose from {', '.join(SECTIONS)}")
+    label = "full" if args.full else "quick"
+    mode = MODES[label]
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    work = Path(tempfile.mkdtemp(prefix="lo-bench-"))
+    console.print(f"[bold]lo_stream benchmarks ({label})[/bold]; logs and state in {work}")
+    with kafka(work) as broker, Progress(console=console, transient=True) as progress:
+        about = {**environment(broker), "mode": label}
+        done: list[dict] = []
+        if "throughput" in sections:
+            result = {**about, **asyncio.run(throughput(broker, work, mode, progress))}
+            done = result["runs"]
+            console.print(f"saved {save_result(f'throughput-{label}', result)}")
+        if "scale" in sections:
+            result = {**about, **asyncio.run(scale(broker, work, mode, progress, done))}
+            console.print(f"saved {save_result(f'scale-{label}', result)}")
+        if "gateway" in sections:
+            task = progress.add_task("gateway websocket throughput", total=None)
+            settings = bench_settings(broker, work, "gateway", gateway_port=free_port(), gateway_insecure_identity=True)
+            measured = asyncio.run(gateway_throughput.measure(settings, 50, mode["gateway_seconds"], 500, work))
+            progress.remove_task(task)
+            console.print(f"saved {save_result(f'gateway-{label}', {**about, 'gateway': measured})}")
+    if "latency" in sections:  # each rate on a broker of its own (see change_feed_latency.run)
+        for rate, seconds in mode["latency_seconds"].items():
+            console.print(f"latency at {rate:,} events/s through the gateway ...")
+            change_feed_latency.run("gateway", rate, seconds, 100)
+    console.print("tables for docs/benchmarks.md: python -m bench.report")
+
+
+if __name__ == "__main__":
+    main()

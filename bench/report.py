@@ -1,0 +1,80 @@
+"""The tables of docs/benchmarks.md, from the result files of one mode.
+
+    python -m bench.report [--mode quick|full]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import orjson
+
+from bench.harness import RESULTS
+from bench.throughput import throughput_ratios
+
+__all__ = ["tables"]
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return orjson.loads(path.read_bytes()) if path.exists() else None
+
+
+def _shape(per_message: int) -> str:
+    return "1 event / message" if per_message == 1 else f"{per_message} events / message"
+
+
+def tables(mode: str) -> str:
+    out: list[str] = []
+    throughput = _load(f"throughput-{mode}")
+    if throughput:
+        versions = ", ".join(f"{k} {v}" for k, v in throughput["versions"].items() if v)
+        machine = throughput["machine"]
+        out += [f"Measured {throughput['date']} ({mode} mode) on {machine['cpu']}, {machine['cores']} cores, "
+                f"{machine['memory_gib']} GiB (load average at start {machine['load_average_at_start']}); {versions}.", ""]
+        out += ["| data | competitor | workload | guarantee | events | events/s | events/CPU-s | peak RSS (MB) |",
+                "|---|---|---|---|---|---|---|---|"]
+        for run in throughput["runs"]:
+            out.append(f"| {_shape(run['events_per_message'])} | {run['competitor']} | {run['workload']} | "
+                       f"{run['guarantee']} | {run['events']:,} | {run['events_per_s']:,.0f} | "
+                       f"{run['events_per_cpu_s']:,.0f} | {run['peak_rss_mb']:,.0f} |")
+        out += ["", "| data | guarantee | lo_stream / raw | lo_stream / Quix | per CPU-s: / raw | / Quix |",
+                "|---|---|---|---|---|---|"]
+        for r in throughput_ratios(throughput["runs"]):
+            out.append(f"| {_shape(r['events_per_message'])} | {r['guarantee']} | {r['lo_stream_over_raw']} | "
+                       f"{r['lo_stream_over_quix']} | {r['per_cpu_lo_stream_over_raw']} | "
+                       f"{r['per_cpu_lo_stream_over_quix']} |")
+        out.append("")
+    scale = _load(f"scale-{mode}")
+    if scale:
+        out += ["| students | competitor | events | events/s | events/CPU-s | peak RSS (MB) |", "|---|---|---|---|---|---|"]
+        for run in scale["runs"]:
+            out.append(f"| {run['students']:,} | {run['competitor']} | {run['events']:,} | {run['events_per_s']:,.0f} | "
+                       f"{run['events_per_cpu_s']:,.0f} | {run['peak_rss_mb']:,.0f} |")
+        out += ["", f"lo_stream slowest / fastest across S: {scale['lo_stream_slowest_over_fastest']}", ""]
+    latencies = sorted((RESULTS.glob("gateway_query_latency-*.json")), key=lambda p: float(p.stem.rsplit("-", 1)[1]))
+    if latencies:
+        out += ["| date | rate (events/s) | events sent | seen | p50 (ms) | p90 | p99 | max |", "|---|---|---|---|---|---|---|---|"]
+        for path in latencies:
+            r = orjson.loads(path.read_bytes())
+            ms = r["latency_ms"]
+            out.append(f"| {r['date']} | {r['rate_events_per_s']:,.0f} | {r['events']:,} | {r['events_seen']:,} | "
+                       f"{ms['p50']:,} | {ms['p90']:,} | {ms['p99']:,} | {ms['max']:,} |")
+        out.append("")
+    gateway = _load(f"gateway-{mode}")
+    if gateway:
+        g = gateway["gateway"]
+        out += [f"Gateway: {g['events_per_s']:,} events/s acknowledged ({g['connections']} websockets, "
+                f"{g['seconds']:g} s, window {g['window']}); gateway CPU {g['gateway_cpu_s']} s, "
+                f"peak RSS {g['gateway_peak_rss_mb']} MB.", ""]
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=("quick", "full"), default="quick")
+    print(tables(parser.parse_args().mode))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Throughput: the same pre-produced events drained by the raw loop, lo_stream and Quix Streams.
+
+    python -m bench.throughput --students 10000 --events 100000 [--per-message 1] \
+        [--competitors raw,lo_stream,quix] [--guarantee at_least_once] [--modules workshop]
+
+Each competitor is a process of its own with a fresh consumer group and fresh state: the raw
+loop (`bench/raw_loop.py`) and the Quix Streams app (`bench/quix_app.py`) read the dataset's topic;
+lo_stream's worker reads a byte-for-byte copy of it named as its settings want (copied before
+the worker starts, not timed). Figures are in events/s between the first and the final offset
+commit of the competitor's consumer group (see `bench.harness.drain`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import tempfile
+from pathlib import Path
+
+import orjson
+
+from bench.harness import (
+    COMMIT_INTERVAL_S,
+    Dataset,
+    bench_settings,
+    copy_topic,
+    drain,
+    environment,
+    kafka,
+    produce_dataset,
+    ratio,
+    worker_env,
+)
+from lo_stream.topics import ensure_topics
+from tests.support import ServiceProcess
+
+__all__ = ["COMPETITORS", "run_competitor", "throughput_ratios"]
+
+COMPETITORS = ("raw", "lo_stream", "quix")
+BENCH = Path(__file__).resolve().parent
+SCRIPTS = {"raw": BENCH / "raw_loop.py", "quix": BENCH / "quix_app.py"}
+
+
+async def run_competitor(
+    competitor: str, dataset: Dataset, broker: str, work: Path, *,
+    guarantee: str = "at_least_once", modules: str = "workshop",
+) -> dict:
+    """Drain `dataset` with one competitor; return its figures with what was run.
+
+    `modules` (lo_stream only) names the lo_stream modules the worker runs: ``workshop`` (the
+    workload every competitor runs) or ``writing`` (lo_stream's own module, five reducers)."""
+    if competitor == "lo_stream":
+        settings = bench_settings(
+            broker, work, f"lo-{modules}", modules=modules, partitions=dataset.partitions,
+            processing_guarantee=guarantee,
+        )
+        await ensure_topics(settings)
+        await copy_topic(broker, dataset, settings.topics.events)
+        process = ServiceProcess(settings, work / f"{settings.topic_prefix}.log", env=worker_env(work))
+        topic = settings.topics.events
+    elif competitor in SCRIPTS:
+        if competitor == "raw" and guarantee != "at_least_once":
+            raise ValueError("the raw loop is at-least-once only (it keeps no state in Kafka to make exact)")
+        settings = bench_settings(broker, work, competitor)
+        command = (
+            str(SCRIPTS[competitor]), "--broker", broker, "--topic", dataset.topic, "--group", settings.app_id,
+            "--state-dir", str(settings.data_dir / "state"), "--commit-interval", str(COMMIT_INTERVAL_S),
+        )
+        if competitor == "quix":
+            command += ("--guarantee", guarantee.replace("_", "-"))
+        settings.data_dir.mkdir(parents=True)
+        process = ServiceProcess(settings, work / f"{settings.topic_prefix}.log", command=command)
+        topic = dataset.topic
+    else:
+        raise ValueError(f"unknown competitor {competitor!r}: choose from {', '.join(COMPETITORS)}")
+    drained = await drain(process, broker, settings.app_id, topic, dataset)
+    return {
+        "competitor": competitor,
+        "workload": modules if competitor == "lo_stream" else "workshop",
+        "guarantee": guarantee,
+        "students": dataset.students,
+        "events": dataset.events,
+        "events_per_message": dataset.per_message,
+        **drained.as_dict(),
+    }
+
+
+def throughput_ratios(runs: list[dict]) -> list[dict]:
+    """lo_stream / raw and lo_stream / Quix, per data shape and guarantee, from the same run: in
+    events/s and in events per CPU-second (steadier on a shared machine, and for short runs)."""
+    def rate(competitor: str, per_message: int, guarantee: str, figure: str = "events_per_s") -> float | None:
+        return next((r[figure] for r in runs if r["competitor"] == competitor and r["workload"] == "workshop"
+                     and r["events_per_message"] == per_message and r["guarantee"] == guarantee), None)
+
+    ratios = []
+    for per_message in sorted({r["events_per_message"] for r in runs}):
+        for guarantee in ("at_least_once", "exactly_once"):
+            lo_stream = rate("lo_stream", per_message, guarantee)
+            if lo_stream is None:
+                continue
+            ratios.append({
+                "events_per_message": per_message, "guarantee": guarantee,
+                "lo_stream_over_raw": ratio(lo_stream, rate("raw", per_message, "at_least_once")),
+                "lo_stream_over_quix": ratio(lo_stream, rate("quix", per_message, guarantee)),
+                "per_cpu_lo_stream_over_raw": ratio(rate("lo_stream", per_message, guarantee, "events_per_cpu_s"),
+                                                    rate("raw", per_message, "at_least_once", "events_per_cpu_s")),
+                "per_cpu_lo_stream_over_quix": ratio(rate("lo_stream", per_message, guarantee, "events_per_cpu_s"),
+                                                     rate("quix", per_message, guarantee, "events_per_cpu_s")),
+            })
+    return ratios
+
+
+async def compare(broker: str, work: Path, args: argparse.Namespace) -> list[dict]:
+    dataset = await produce_dataset(broker, args.students, args.events, args.per_message, args.partitions)
+    results = []
+    for competitor in args.competitors.split(","):
+        result = await run_competitor(competitor, dataset, broker, work, guarantee=args.guarantee, modules=args.modules)
+        print(orjson.dumps(result).decode(), flush=True)
+        results.append(result)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--students", type=int, default=10_000)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--per-message", type=int, default=1, help="envelopes per message (1: one event per message)")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--competitors", default=",".join(COMPETITORS))
+    parser.add_argument("--guarantee", choices=("at_least_once", "exactly_once"), default="at_least_once")
+    parser.add_argument("--modules", default="workshop", help="lo_stream's modules: workshop or writing")
+    args = parser.parse_args()
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    work = Path(tempfile.mkdtemp(prefix="lo-bench-"))
+    with kafka(work) as broker:
+        print(orjson.dumps(environment(broker)).decode())
+        asyncio.run(compare(broker, work, args))
+
+
+if __name__ == "__main__":
+    main()
