@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Awaitable, Callable
 
 import orjson
@@ -27,6 +28,11 @@ from lo_stream.tables.change_feed import Change, ChangeFeed
 __all__ = ["Subscription", "SubscriptionHub"]
 
 logger = logging.getLogger(__name__)
+
+# Successive updates of one subscription are this far apart at least. Measured (docs/benchmarks.md):
+# re-running on every change batch at 100 events/s kept the worker's event loop busy with ~60 runs
+# a second, so its agents fell behind and the updates showed seconds-old tables.
+UPDATE_INTERVAL_S = 0.2
 
 # Runs a subscription's query; None means whole, a set restricts it to those students.
 Runner = Callable[[set[str] | None], Awaitable[Any]]
@@ -57,8 +63,9 @@ def students_of(result: Any) -> set[str]:
 
 
 class Subscription:
-    """One client's live query. Changes that arrive while an update runs are merged into the
-    next one, so a busy stream costs one run at a time per subscription, never a backlog."""
+    """One client's live query. Changes that arrive while an update runs, or within
+    `UPDATE_INTERVAL_S` of the last one, are merged into the next one: a busy stream costs at
+    most a few runs a second per subscription, never a backlog."""
 
     def __init__(self, subscription_id: str, reducer_ids: set[str], run: Runner, send: Sender) -> None:
         self.id = subscription_id
@@ -69,6 +76,7 @@ class Subscription:
         self._whole = False
         self._changed: set[str] = set()
         self._task: asyncio.Task | None = None
+        self._last_run = 0.0  # time.monotonic() of the last update
 
     async def send_full(self) -> None:
         result = await self.run(None)
@@ -90,6 +98,9 @@ class Subscription:
 
     async def _flush(self) -> None:
         while self._whole or self._changed:
+            # Let changes gather: a run per few events would starve the worker's agents.
+            await asyncio.sleep(self._last_run + UPDATE_INTERVAL_S - time.monotonic())
+            self._last_run = time.monotonic()
             whole, changed = self._whole, self._changed
             self._whole, self._changed = False, set()
             try:
