@@ -1,13 +1,15 @@
 """``make bench``: every benchmark in one run, quick by default.
 
-    python -m bench [--full] [--only throughput,scale,latency,gateway]
+    python -m bench [--full] [--only throughput,scale,latency,gateway,browser]
 
 1. throughput at 10k students, one event per message and packed (10 per message): raw loop,
    lo_stream, Quix Streams on the workshop reducer, and lo_stream on its writing module;
    at-least-once, then exactly-once (lo_stream, Quix);
 2. scale: students from 1k up (one event per message), raw and lo_stream: throughput and peak RSS;
 3. latency: steady 1k and 10k events/s through the gateway to a live query subscriber;
-4. the gateway's acknowledged events/s.
+4. the gateway's acknowledged events/s;
+5. browser: events produced at a steady rate to a teacher's Chromium showing them on the course
+   overview (worker, query layer, dashboard server, browser).
 
 Saves ``bench/results/<section>-<mode>.json`` and prints the tables of docs/benchmarks.md.
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
-from bench import change_feed_latency, gateway_throughput
+from bench import browser_latency, change_feed_latency, gateway_throughput
 from bench.harness import bench_settings, environment, kafka, produce_dataset, ratio, save_result
 from bench.throughput import run_competitor, throughput_ratios
 from tests.support import free_port
@@ -31,11 +33,13 @@ from tests.support import free_port
 MODES = {
     # lo_stream's writing module on one event per message (~250 events/s) only in full mode.
     "quick": {"single_events": 20_000, "packed_events": 100_000, "students": (1_000, 10_000, 100_000),
-              "writing_single": False, "latency_seconds": {1_000: 5, 10_000: 2}, "gateway_seconds": 8},
+              "writing_single": False, "latency_seconds": {1_000: 5, 10_000: 2}, "gateway_seconds": 8,
+              "browser_seconds": {100: 20}},
     "full": {"single_events": 1_000_000, "packed_events": 1_000_000, "students": (1_000, 10_000, 100_000, 1_000_000),
-             "writing_single": True, "latency_seconds": {1_000: 30, 10_000: 20}, "gateway_seconds": 30},
+             "writing_single": True, "latency_seconds": {1_000: 30, 10_000: 20}, "gateway_seconds": 30,
+             "browser_seconds": {100: 30, 1_000: 30}},
 }
-SECTIONS = ("throughput", "scale", "latency", "gateway")
+SECTIONS = ("throughput", "scale", "latency", "gateway", "browser")
 STUDENTS = 10_000  # of the throughput comparison
 PACKED = 10  # events per message when packed
 PARTITIONS = 4
@@ -113,6 +117,10 @@ def main() -> None:
         for rate, seconds in mode["latency_seconds"].items():
             console.print(f"latency at {rate:,} events/s through the gateway ...")
             change_feed_latency.run("gateway", rate, seconds, 100)
+    if "browser" in sections:
+        for rate, seconds in mode["browser_seconds"].items():
+            console.print(f"latency to the browser at {rate:,} events/s ...")
+            browser_latency.run(rate, seconds, students=10)
     console.print("tables for docs/benchmarks.md: python -m bench.report")
 
 

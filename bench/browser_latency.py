@@ -1,6 +1,6 @@
 """How long from an event being produced to a teacher's browser showing it.
 
-    python bench/browser_latency.py [--rate 100] [--seconds 20] [--students 12]
+    python bench/browser_latency.py [--rate 100] [--seconds 20] [--students 10]
 
 The whole stack on the real broker: a `lo-stream worker` (with the query API), `lo-stream
 dashboard`, Debian's Chromium (Playwright) signed in as the course's teacher on the course
@@ -119,29 +119,33 @@ async def measure(settings, rate: float, seconds: float, students: int, work: Pa
     return latencies, len(sent)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rate", type=float, default=100, help="events per second")
-    parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--students", type=int, default=12)
-    args = parser.parse_args()
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # "topic not found" until the worker makes it
-
+def run(rate: float, seconds: float, students: int) -> dict:
+    """Measure on a broker of its own (LO_STREAM_BROKER, or an embedded one); save and return the result."""
     work = Path(tempfile.mkdtemp(prefix="lo-bench-browser-"))
     with kafka(work) as broker:
         settings = bench_settings(broker, work, "browser", dashboard_port=free_port())
-        latencies, events = asyncio.run(measure(settings, args.rate, args.seconds, args.students, work))
+        latencies, events = asyncio.run(measure(settings, rate, seconds, students, work))
         result = {
             "benchmark": "browser_latency",
             **environment(broker),
-            "rate_events_per_s": args.rate,
-            "students": args.students,
+            "rate_events_per_s": rate,
+            "students": students,
             "events": events,
             "updates_seen": len(latencies),
             "latency_ms": percentiles(latencies),
         }
-    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
-    save_result(f"browser_latency-{args.rate:g}", result)
+    save_result(f"browser_latency-{rate:g}", result)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, default=100, help="events per second")
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--students", type=int, default=10)
+    args = parser.parse_args()
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # "topic not found" until the worker makes it
+    print(orjson.dumps(run(args.rate, args.seconds, args.students), option=orjson.OPT_INDENT_2).decode())
 
 
 if __name__ == "__main__":
