@@ -57,10 +57,6 @@ def create_app(settings: Settings) -> faust.App:
         # Faust's /table/ pages would publish every student's state without authentication.
         web_tables_enabled=False,
         consumer_auto_offset_reset="earliest",
-        # Faust's default (0) sends each changelog record in a produce request of its own as soon
-        # as it is written: one socket write per event. 10 ms batches them (bench: 620 -> 860
-        # events/s, one event per message; docs/benchmarks.md).
-        producer_linger_ms=10,
         processing_guarantee=settings.processing_guarantee,
     )
     if settings.processing_guarantee == "exactly_once":
