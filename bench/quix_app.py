@@ -10,7 +10,6 @@ do). Runs until SIGTERM.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from quixstreams import Application, State
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import competitor_parser  # noqa: E402
 from bench.workshop import NULL_STATE, workshop  # noqa: E402
 
 
@@ -29,13 +29,8 @@ def fold_message(value: dict | list, state: State) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--broker", required=True)
-    parser.add_argument("--topic", required=True)
-    parser.add_argument("--group", required=True)
-    parser.add_argument("--state-dir", type=Path, required=True)
+    parser = competitor_parser(__doc__.split("\n")[0])
     parser.add_argument("--guarantee", choices=("at-least-once", "exactly-once"), default="at-least-once")
-    parser.add_argument("--commit-interval", type=float, default=1.0, help="seconds")
     args = parser.parse_args()
     app = Application(
         broker_address=args.broker,

@@ -11,7 +11,6 @@ spend. Runs until SIGTERM.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import signal
 import sys
@@ -24,6 +23,7 @@ from rocksdict import Options, Rdict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import competitor_parser  # noqa: E402
 from bench.workshop import NULL_STATE, workshop  # noqa: E402
 
 
@@ -58,12 +58,7 @@ async def run(broker: str, topic: str, group: str, state_dir: Path, commit_inter
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--broker", required=True)
-    parser.add_argument("--topic", required=True)
-    parser.add_argument("--group", required=True)
-    parser.add_argument("--state-dir", type=Path, required=True)
-    parser.add_argument("--commit-interval", type=float, default=1.0, help="seconds")
+    parser = competitor_parser(__doc__.split("\n")[0])
     args = parser.parse_args()
     asyncio.run(run(args.broker, args.topic, args.group, args.state_dir, args.commit_interval))
 
