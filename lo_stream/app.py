@@ -10,6 +10,7 @@ import logging
 import faust
 
 from lo_stream.agents import install_agents
+from lo_stream.agents.delivery import track_deliveries
 from lo_stream.agents.metrics import WorkerMetrics
 from lo_stream.modules import Module, ModuleLoadError, load_modules
 from lo_stream.query.exports import ExportCatalog
@@ -22,6 +23,13 @@ from lo_stream.settings import Settings, load_settings
 __all__ = ["app", "create_app", "worker_reducers"]
 
 logger = logging.getLogger(__name__)
+
+
+class _App(faust.App):
+    """Faust's app, with commits that wait for the table writes they cover (`lo_stream.agents.delivery`)."""
+
+    def _new_producer(self) -> faust.types.ProducerT:
+        return track_deliveries(super()._new_producer())
 
 
 def worker_reducers(settings: Settings) -> tuple[list[Module], list[Reducer]]:
@@ -44,7 +52,7 @@ def create_app(settings: Settings) -> faust.App:
     app_id = build_group(settings, lane.id, lane.version) if lane else settings.app_id
     datadir = settings.data_dir / ("build" if lane else "worker")
     datadir.mkdir(parents=True, exist_ok=True)  # Faust does not create it
-    app = faust.App(
+    app = _App(
         app_id,
         broker=settings.faust_broker,
         store="rocksdb://",
