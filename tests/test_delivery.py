@@ -69,3 +69,15 @@ async def test_a_record_never_acknowledged_fails_the_commit_after_the_timeout():
     with pytest.raises(DeliveryError, match="1 queued records were not acknowledged by Kafka within 0.2s"):
         await producer.commit_transactions({}, "group")
     assert producer.calls == []
+
+
+async def test_records_queued_during_a_commit_belong_to_the_next_one():
+    """Under a steady stream of events there is always a record in flight; a commit must not wait for those."""
+    producer = track_deliveries(StandInProducer())
+    before = queue_record(producer)
+    committing = asyncio.create_task(producer.flush())
+    await asyncio.sleep(0.05)
+    queue_record(producer)  # written while the commit waits, never acknowledged in this test
+    before.set_result("acked")
+    await asyncio.wait_for(committing, 1)
+    assert producer.calls == ["flush"]
