@@ -33,7 +33,7 @@ class DeliveryError(RuntimeError):
 
 
 def track_deliveries(producer: ProducerT, timeout: float = DELIVERY_TIMEOUT_S) -> ProducerT:
-    """Make `producer`'s flush and transaction commit wait for every record queued with ``send_soon``."""
+    """Make `producer`'s flush and transaction commit wait for the records queued (``send_soon``) before them."""
     pending: set[asyncio.Future] = set()
     failures: list[BaseException] = []
 
