@@ -34,10 +34,10 @@ import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
 
 from lo_stream.connectors.local_kafka import LocalKafka
 from lo_stream.connectors.producer import MAX_MESSAGE_BYTES
+from lo_stream.replay import Deployment
 from lo_stream.settings import Settings, load_settings
 from tests.support import ServiceProcess, free_port, free_port_pair
 
@@ -340,15 +340,6 @@ class Drained:
         return {name: round(value, 1) if isinstance(value, float) else value for name, value in vars(self).items()}
 
 
-async def committed_messages(admin: AIOKafkaAdminClient, group: str, topic: str) -> int:
-    """How many messages of `topic` consumer group `group` has committed (0 before it has a coordinator)."""
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
-        return 0  # the broker is still creating __consumer_offsets
-    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
-
-
 def steady_rate(commits: list[tuple[float, int, float]], total: int, started: float) -> tuple[float, int, float]:
     """Messages/s from (time, messages committed, CPU seconds) of each new commit seen.
 
@@ -372,41 +363,38 @@ def steady_rate(commits: list[tuple[float, int, float]], total: int, started: fl
     return (last[1] - first[1]) / (last[0] - first[0]), last[1] - first[1], last[2] - first[2]
 
 
-async def drain(process: ServiceProcess, broker: str, group: str, topic: str, dataset: Dataset,
-                stall_timeout: float = 120) -> Drained:
+async def drain(process: ServiceProcess, group: str, topic: str, dataset: Dataset, stall_timeout: float = 120) -> Drained:
     """Start `process`, wait until consumer group `group` has committed every message of `topic`,
     stop it, and say how fast it went. Fails with the process's log if it exits or stalls."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
-    await admin.start()
-    started = time.monotonic()
-    process.start()
-    sampler = ProcessTreeSampler(process.process.pid)
-    commits: list[tuple[float, int, float]] = []  # when a new commit was seen, messages, CPU seconds
-    progress = (started, 0)
-    try:
-        while True:
-            await asyncio.sleep(POLL_S)
-            sampler.sample()
-            now = time.monotonic()
-            if process.process.poll() is not None:
-                raise RuntimeError(f"{process.command} exited with {process.process.returncode}; log:\n{process.log_tail()}")
-            done = await committed_messages(admin, group, topic)
-            if done > progress[1]:
-                progress = (now, done)
-            elif now - progress[0] > stall_timeout:
-                raise RuntimeError(
-                    f"{process.command}: committed offsets of group {group!r} stuck at {done} of {dataset.messages} "
-                    f"messages for {stall_timeout:.0f}s; log:\n{process.log_tail()}"
-                )
-            if done and (not commits or done > commits[-1][1]):
-                commits.append((now, done, sampler.cpu_seconds))
-            if done >= dataset.messages:
-                break
-        high_water_mark = sampler.high_water_mark()
-    finally:
-        await admin.close()
-        if process.process.poll() is None:
-            process.stop(timeout=90)
+    async with Deployment(process.settings) as kafka:
+        started = time.monotonic()
+        process.start()
+        sampler = ProcessTreeSampler(process.process.pid)
+        commits: list[tuple[float, int, float]] = []  # when a new commit was seen, messages, CPU seconds
+        progress = (started, 0)
+        try:
+            while True:
+                await asyncio.sleep(POLL_S)
+                sampler.sample()
+                now = time.monotonic()
+                if process.process.poll() is not None:
+                    raise RuntimeError(f"{process.command} exited with {process.process.returncode}; log:\n{process.log_tail()}")
+                done = sum((await kafka.committed(group, topic)).values())
+                if done > progress[1]:
+                    progress = (now, done)
+                elif now - progress[0] > stall_timeout:
+                    raise RuntimeError(
+                        f"{process.command}: committed offsets of group {group!r} stuck at {done} of {dataset.messages} "
+                        f"messages for {stall_timeout:.0f}s; log:\n{process.log_tail()}"
+                    )
+                if done and (not commits or done > commits[-1][1]):
+                    commits.append((now, done, sampler.cpu_seconds))
+                if done >= dataset.messages:
+                    break
+            high_water_mark = sampler.high_water_mark()
+        finally:
+            if process.process.poll() is None:
+                process.stop(timeout=90)
     rate, messages, cpu = steady_rate(commits, dataset.messages, started)
     return Drained(
         events_per_s=rate * dataset.per_message,

@@ -74,7 +74,7 @@ async def run_competitor(
         topic = dataset.topic
     else:
         raise ValueError(f"unknown competitor {competitor!r}: choose from {', '.join(COMPETITORS)}")
-    drained = await drain(process, broker, settings.app_id, topic, dataset)
+    drained = await drain(process, settings.app_id, topic, dataset)
     return {
         "competitor": competitor,
         "workload": modules if competitor == "lo_stream" else "workshop",
