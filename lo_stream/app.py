@@ -5,13 +5,13 @@
 
 from __future__ import annotations
 
-import logging
-
 import faust
 
 from lo_stream.agents import install_agents
 from lo_stream.agents.delivery import track_deliveries
+from lo_stream.agents.highwaters import StableHighwaterConsumer
 from lo_stream.agents.metrics import WorkerMetrics
+from lo_stream.agents.transactions import SourceTransactions
 from lo_stream.modules import Module, ModuleLoadError, load_modules
 from lo_stream.query.exports import ExportCatalog
 from lo_stream.query.language import QueryError
@@ -22,14 +22,21 @@ from lo_stream.settings import Settings, load_settings
 
 __all__ = ["app", "create_app", "worker_reducers"]
 
-logger = logging.getLogger(__name__)
-
 
 class _App(faust.App):
-    """Faust's app, with commits that wait for the table writes they cover (`lo_stream.agents.delivery`)."""
+    """Faust's app, with commits that wait for the table writes they cover (`lo_stream.agents.delivery`)
+    and, under exactly-once, records sent in the transaction of the event that caused them
+    (`lo_stream.agents.transactions`) and tables restored up to their changelogs' real end
+    (`lo_stream.agents.highwaters`)."""
 
     def _new_producer(self) -> faust.types.ProducerT:
         return track_deliveries(super()._new_producer())
+
+    def _new_transport(self) -> faust.types.TransportT:
+        transport = super()._new_transport()
+        transport.Consumer = StableHighwaterConsumer
+        transport.TransactionManager = SourceTransactions
+        return transport
 
 
 def worker_reducers(settings: Settings) -> tuple[list[Module], list[Reducer]]:
@@ -71,11 +78,6 @@ def create_app(settings: Settings) -> faust.App:
         producer_linger_ms=10,
         processing_guarantee=settings.processing_guarantee,
     )
-    if settings.processing_guarantee == "exactly_once":
-        logger.warning(
-            "LO_STREAM_PROCESSING_GUARANTEE=exactly_once is experimental: with faust-streaming 0.15.3 tables "
-            "can miss events across restarts (docs/engine.md). The default, at_least_once, keeps them exact."
-        )
     metrics = WorkerMetrics(app)
     tables = install_agents(app, settings, reducers, metrics)
     if lane:
