@@ -60,8 +60,8 @@ async def test_worker_counts_each_students_events_exactly(settings, tmp_path, co
 
 EXACTLY_ONCE_IS_FLAKY = pytest.mark.xfail(
     strict=False,
-    reason="faust-streaming 0.15.3 exactly-once: with lo_stream's workarounds this passed 8 of 10 runs; the "
-    "two failures were a recovery ConsistencyError (fixed since) and a crash at stop (handled since) (docs/engine.md)",
+    reason="faust-streaming 0.15.3 exactly-once: with lo_stream's workarounds this passed 9 of 12 runs; the "
+    "failures were a recovery ConsistencyError (fixed since) and crashes at stop (handled since) (docs/engine.md)",
 )
 
 

@@ -13,6 +13,9 @@ transaction. Records sent outside an event (a table's changelog, drained by Faus
 buffer in a task of its own) keep Faust's routing: a table writes its changelog to the partition
 of the event being processed, and all of a worker's topics with that partition count form one
 topic group, so the destination's transaction is the source's.
+
+It also skips Faust's last commit at shutdown when that finds a transaction already ended
+(see `SourceTransactions.commit`).
 """
 
 from __future__ import annotations
@@ -38,15 +41,16 @@ class SourceTransactions(TransactionManager):
         return f"{self.app.conf.id}-{self.app.assignor.group_for_topic(tp.topic)}-{tp.partition}"
 
     async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
-        """Faust's commit; its last one at shutdown may find a transaction already ended
-        ("Not in the middle of a transaction"), which crashed the stopping worker. Skipping it is
-        safe: the open transactions are aborted when the next worker starts, and their events read again."""
+        """Faust's commit. At shutdown a commit (the last one, or a periodic one racing it) may find
+        a transaction already ended ("Not in the middle of a transaction"), which crashed the
+        stopping worker. Skipping it is safe: the open transactions are aborted when the next
+        worker starts, and their events read again."""
         try:
             return await super().commit(offsets, start_new_transaction=start_new_transaction)
         except IllegalOperation as exc:
-            if start_new_transaction:
+            if start_new_transaction and not self.app.should_stop:
                 raise
-            logger.warning("final commit skipped (%s); the next worker processes those events again", exc)
+            logger.warning("commit at shutdown skipped (%s); the next worker processes those events again", exc)
             return False
 
     async def send(
