@@ -19,15 +19,16 @@ from lo_stream.query.server import install_query_api
 from lo_stream.reducers import Reducer, registry
 from lo_stream.replay import build_group, build_lane
 from lo_stream.settings import Settings, load_settings
+from lo_stream.tables.recovery import SeekFirstTableManager
 
 __all__ = ["app", "create_app", "worker_reducers"]
 
 
 class _App(faust.App):
     """Faust's app, with commits that wait for the table writes they cover (`lo_stream.agents.delivery`)
-    and, under exactly-once, records sent in the transaction of the event that caused them
-    (`lo_stream.agents.transactions`) and tables restored up to their changelogs' real end
-    (`lo_stream.agents.highwaters`)."""
+    and, under exactly-once, records sent in the transaction of the event that caused them and
+    producers that follow the assignment (`lo_stream.agents.transactions`) and tables restored up
+    to their changelogs' real end (`lo_stream.agents.highwaters`)."""
 
     def _new_producer(self) -> faust.types.ProducerT:
         return track_deliveries(super()._new_producer())
@@ -77,6 +78,8 @@ def create_app(settings: Settings) -> faust.App:
         # the records they cover (lo_stream.agents.delivery).
         producer_linger_ms=10,
         processing_guarantee=settings.processing_guarantee,
+        # Source partitions are fetched only once seeked to their commits (lo_stream.tables.recovery).
+        TableManager=SeekFirstTableManager,
     )
     metrics = WorkerMetrics(app)
     tables = install_agents(app, settings, reducers, metrics)

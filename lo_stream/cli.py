@@ -596,6 +596,10 @@ def _kafka_call(coroutine):
         raise click.ClickException(f"Kafka: {exc} (is the broker at {_settings().broker} up?)") from None
 
 
+#: A replay or build whose worker commits nothing for this long says so, with the worker's log.
+STALL_WARNING_S = 60.0
+
+
 def _follow(settings: Settings, plan, description: str, env: dict[str, str], until_caught_up: bool) -> tuple[int, float]:
     """Run a worker (`env` on top of the settings) and show `plan`'s progress until it reaches its end
     offsets; then stop it, or keep it following new events until Ctrl-C. Returns (records, seconds)."""
@@ -616,16 +620,25 @@ def _follow(settings: Settings, plan, description: str, env: dict[str, str], unt
         async with Deployment(settings) as kafka:
             return await kafka.committed(plan.group)
 
+    def log_tail() -> str:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+
     started, done = time.monotonic(), 0
+    moved, warned = started, False
     try:
         with _progress_bar("records") as progress:
             task = progress.add_task(description, total=plan.total, rate=0.0)
             while done < plan.total:
                 if child.poll() is not None:
-                    tail = log_path.read_text(errors="replace").splitlines()[-15:]
-                    raise click.ClickException(f"the worker exited with code {child.returncode}; its log ({log_path}):\n" + "\n".join(tail))
+                    raise click.ClickException(f"the worker exited with code {child.returncode}; its log ({log_path}):\n{log_tail()}")
                 time.sleep(1.0)
-                done = plan.done(asyncio.run(committed()))
+                done, before = plan.done(asyncio.run(committed())), done
+                if done != before:
+                    moved, warned = time.monotonic(), False
+                elif not warned and time.monotonic() - moved > STALL_WARNING_S:
+                    warned = True
+                    click.echo(f"no progress for {STALL_WARNING_S:g}s ({done} of {plan.total} records); still waiting. "
+                               f"The worker's log ({log_path}) ends with:\n{log_tail()}", err=True)
                 progress.update(task, completed=done, rate=done / max(time.monotonic() - started, 1e-6))
         seconds = time.monotonic() - started
         if not until_caught_up:

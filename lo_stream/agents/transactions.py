@@ -14,14 +14,23 @@ buffer in a task of its own) keep Faust's routing: a table writes its changelog 
 of the event being processed, and all of a worker's topics with that partition count form one
 topic group, so the destination's transaction is the source's.
 
-It also skips Faust's last commit at shutdown when that finds a transaction already ended
+It also keeps a worker's transactional producers in step with its assignment. On a rebalance
+Faust stops the producers of revoked partitions, except those its assignor lists as standbys, and
+that list holds a standby's whole topic group, the source partition too. So when a second worker
+took a source partition and this one kept its changelogs as standbys, the producer was kept; the
+other worker's producer fenced it; when the partition came back (the other worker stopped), the
+next changelog record sent through it crashed the worker ("Can't send messages while not in
+transaction"). `SourceTransactions.on_rebalance` stops every producer whose partition is not
+actively assigned now, and starts the missing ones.
+
+And it skips Faust's last commit at shutdown when that finds a transaction already ended
 (see `SourceTransactions.commit`).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Mapping, Optional
+from typing import Any, Awaitable, Mapping, Optional, Set
 
 from aiokafka.errors import IllegalOperation
 from faust import current_event
@@ -36,9 +45,27 @@ logger = logging.getLogger(__name__)
 class SourceTransactions(TransactionManager):
     """Faust's transaction manager, routing the records an event causes to that event's transaction."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._running: set[str] = set()  # the transactional ids this worker has producers for
+
     def transactional_id(self, tp: TP) -> str:
         """The transaction committing source partition `tp`'s offsets (Faust's naming, as in ``commit``)."""
         return f"{self.app.conf.id}-{self.app.assignor.group_for_topic(tp.topic)}-{tp.partition}"
+
+    async def on_rebalance(self, assigned: Set[TP], revoked: Set[TP], newly_assigned: Set[TP]) -> None:
+        """Hold a producer for exactly the partitions actively assigned now: stop the others (another
+        worker's producer fences them, and its recovery aborts their open transactions), start the
+        missing ones."""
+        wanted = self._tps_to_transactional_ids(assigned)
+        stale, missing = sorted(self._running - wanted), sorted(wanted - self._running)
+        if stale:
+            self.log.info("stopping %d transactional producer(s) of partitions no longer assigned: %s", len(stale), stale)
+            await self._stop_transactions(stale)
+        if missing:
+            self.log.info("starting %d transactional producer(s): %s", len(missing), missing)
+            await self._start_transactions(missing)
+        self._running = wanted
 
     async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
         """Faust's commit. At shutdown a commit (the last one, or a periodic one racing it) may find
