@@ -23,14 +23,7 @@ pytestmark = pytest.mark.kafka
 EVENT_COUNT = "lo_stream.writing.event_count-v1"
 
 
-EXACTLY_ONCE_TAKEOVER_CRASHES = pytest.mark.xfail(
-    strict=False,
-    reason="faust-streaming 0.15.3 exactly-once: a rebalance can crash a worker, its producer buffer sending a "
-    "changelog record after the partition's transaction ended (docs/engine.md)",
-)
-
-
-@pytest.mark.parametrize("guarantee", ["at_least_once", pytest.param("exactly_once", marks=EXACTLY_ONCE_TAKEOVER_CRASHES)])
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 async def test_two_workers_split_the_work_and_one_takes_over(settings, tmp_path, guarantee):
     settings = settings.model_copy(update={"processing_guarantee": guarantee})
     await ensure_topics(settings)

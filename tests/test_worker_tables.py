@@ -58,14 +58,7 @@ async def test_worker_counts_each_students_events_exactly(settings, tmp_path, co
     assert all((db / "CURRENT").exists() for db in databases)
 
 
-EXACTLY_ONCE_IS_FLAKY = pytest.mark.xfail(
-    strict=False,
-    reason="faust-streaming 0.15.3 exactly-once: with lo_stream's workarounds this passed 9 of 12 runs; the "
-    "failures were a recovery ConsistencyError (fixed since) and crashes at stop (handled since) (docs/engine.md)",
-)
-
-
-@pytest.mark.parametrize("guarantee", ["at_least_once", pytest.param("exactly_once", marks=EXACTLY_ONCE_IS_FLAKY)])
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 async def test_table_state_survives_restarts_exactly(settings, tmp_path, guarantee, sample_module):
     """Counts continue from the restored state: lost state would give fewer, reprocessed events more.
     Per student, and per class (a table fed through a repartition topic)."""

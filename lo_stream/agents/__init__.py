@@ -10,9 +10,7 @@ Responsibilities:
 3. write each reducer's table once per message per key, remembering per source partition the
    position of the last event applied, and skip events at or before it (re-deliveries);
 4. dead-letter an event a reducer raised on, with the reducer id and the error, and carry on:
-   the other reducers still get that event;
-5. under exactly-once, notice a message Faust skipped on a source partition, fetch it and
-   apply it before the message that revealed the gap (`lo_stream.agents.gaps`).
+   the other reducers still get that event.
 
 Repartitioning is done by hand rather than with Faust's ``group_by``: one message may hold a
 batch of envelopes that belong to several keys, and each forwarded event must keep its source
@@ -27,7 +25,6 @@ from typing import Any, Iterable
 import faust
 import orjson
 
-from lo_stream.agents.gaps import GapGuard
 from lo_stream.agents.metrics import WorkerMetrics
 from lo_stream.dead_letters import dead_letter_record
 from lo_stream.envelopes import MalformedEventError, decode_envelopes
@@ -61,22 +58,19 @@ def install_agents(
     failed_events = {r.id: metrics.errors.labels(r.id) for r in reducers}
     redelivered_events = {r.id: metrics.redeliveries.labels(r.id) for r in reducers}
 
-    async def send_dead_letter(
-        event: faust.EventT, reason: str, raw: Any, key: str | None, offset: int, **context: Any
-    ) -> None:
-        """Dead-letter the message at `offset` of the event's partition (the event's own, or one it revealed)."""
+    async def send_dead_letter(event: faust.EventT, reason: str, raw: Any, **context: Any) -> None:
         message = event.message
-        logger.warning("dead letter (%s) at %s[%s]@%s", reason, message.topic, message.partition, offset)
+        logger.warning("dead letter (%s) at %s[%s]@%s", reason, message.topic, message.partition, message.offset)
         metrics.dead_letters.labels(reason.split(":")[0]).inc()
         await dead_letters.send(
-            key=(key or "").encode(),
+            key=(event.key or "").encode(),
             value=dead_letter_record(
                 reason, raw, stage="worker", topic=message.topic, partition=message.partition,
-                offset=offset, key=key, **context,
+                offset=message.offset, key=event.key, **context,
             ),
         )
 
-    async def apply(reducer: Reducer, event: faust.EventT, items: list[Item], key: str | None, offset: int) -> None:
+    async def apply(reducer: Reducer, event: faust.EventT, items: list[Item]) -> None:
         """Apply one message's items to a reducer's table: one write per key."""
         table = tables[reducer.id]
         folded = await fold(reducer, items, table.get)
@@ -85,27 +79,27 @@ def install_agents(
         for failure in folded.failures:
             failed_events[reducer.id].inc()
             await send_dead_letter(
-                event, "reducer raised", failure.item.envelope, key, offset, reducer=reducer.id,
-                version=reducer.version, error=failure.error,
+                event, "reducer raised", failure.item.envelope, reducer=reducer.id, version=reducer.version,
+                error=failure.error,
             )
-        for table_key, entry in folded.changed.items():
-            table[table_key] = entry
+        for key, entry in folded.changed.items():
+            table[key] = entry
 
-    async def reduce_message(event: faust.EventT, value: bytes, key: str | None, offset: int) -> None:
-        """Reduce one message of the event's partition: the event's own, or one Faust skipped before it."""
+    async def reduce_message(event: faust.EventT) -> None:
+        message = event.message
         try:
-            envelopes = decode_envelopes(value, key)
+            envelopes = decode_envelopes(event.value, event.key)
         except MalformedEventError as exc:
-            await send_dead_letter(event, f"malformed event: {exc}", value, key, offset)
+            await send_dead_letter(event, f"malformed event: {exc}", event.value)
             return
         for reducer in reducers:
-            items = items_for(reducer, envelopes, event.message.partition, offset)
+            items = items_for(reducer, envelopes, message.partition, message.offset)
             if not items:
                 continue
             if reducer.needs_repartition:
                 await forward(reducer, items)
             else:
-                await apply(reducer, event, items, key, offset)
+                await apply(reducer, event, items)
 
     async def forward(reducer: Reducer, items: list[Item]) -> None:
         by_key: dict[str, list] = {}
@@ -114,45 +108,19 @@ def install_agents(
         for key, batch in by_key.items():
             await regroup_topics[reducer.id].send(key=key, value=orjson.dumps(batch))
 
-    # Only under exactly-once, where we saw Faust skip messages (docs/engine.md).
-    gaps = GapGuard(app, settings) if settings.processing_guarantee == "exactly_once" else None
-    if gaps is not None:
-        app.on_before_shutdown.connect(lambda sender, **_: gaps.stop())
-
-    async def in_order(event: faust.EventT) -> list[tuple[bytes, str | None, int]]:
-        """The messages Faust skipped before `event`, then the event itself: (value, key, offset) each."""
-        own = (event.value, event.key, event.message.offset)
-        if gaps is None:
-            return [own]
-        skipped = [
-            (record.value, record.key.decode() if record.key is not None else None, record.offset)
-            for record in await gaps.skipped(event.message)
-        ]
-        metrics.skipped_messages.inc(len(skipped))
-        return [*skipped, own]
-
-    async def settled(event: faust.EventT) -> None:
-        if gaps is not None:
-            await gaps.settled(event.message)
-
     regroup_topics = {
-        reducer.id: _install_regrouped(app, settings, reducer, apply, in_order, settled)
-        for reducer in reducers if reducer.needs_repartition
+        reducer.id: _install_regrouped(app, settings, reducer, apply) for reducer in reducers if reducer.needs_repartition
     }
 
     @app.agent(events, name="lo_stream.reduce")
     async def reduce_events(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            for value, key, offset in await in_order(event):
-                await reduce_message(event, value, key, offset)
-            await settled(event)
+            await reduce_message(event)
 
     return tables
 
 
-def _install_regrouped(
-    app: faust.App, settings: Settings, reducer: Reducer, apply: Any, in_order: Any, settled: Any
-) -> faust.TopicT:
+def _install_regrouped(app: faust.App, settings: Settings, reducer: Reducer, apply: Any) -> faust.TopicT:
     """The repartition topic of a reducer not keyed by student, and the agent applying it."""
     topic = app.topic(
         f"{app.conf.id}-{reducer.table_name}-repartition",  # a build lane has its own
@@ -165,8 +133,6 @@ def _install_regrouped(
     @app.agent(topic, name=f"lo_stream.regroup.{reducer.table_name}")
     async def reduce_regrouped(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            for value, key, offset in await in_order(event):
-                await apply(reducer, event, [Item(**item) for item in orjson.loads(value)], key, offset)
-            await settled(event)
+            await apply(reducer, event, [Item(**item) for item in orjson.loads(event.value)])
 
     return topic

@@ -37,10 +37,6 @@ class WorkerMetrics:
             "lo_stream_redelivered_events", "Events skipped because their table already held them.",
             ["reducer"], registry=self.registry,
         )
-        self.skipped_messages = Counter(
-            "lo_stream_skipped_messages", "Messages Faust skipped, fetched again and applied (lo_stream.agents.gaps).",
-            registry=self.registry,
-        )
         setup_prometheus_sensors(app, registry=self.registry, name_prefix="faust")
         self.registry.register(_ConsumerLag(app))
 
