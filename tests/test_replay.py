@@ -165,6 +165,32 @@ async def test_replay_refuses_while_workers_are_live(settings, replay_module, tm
     assert points_table(await read_table(settings, f"{POINTS}-v1")) == {"ana": 2}  # untouched
 
 
+def test_a_replay_that_stalls_says_so_with_the_worker_log(settings, monkeypatch, capsys):
+    """`lo-stream replay` follows its worker's commits; when they stop moving it says where to look."""
+    from lo_stream import cli
+    from lo_stream.replay import Progress
+
+    monkeypatch.setattr(cli, "STALL_WARNING_S", 2.0)
+    # A group nobody commits for: the worker runs (in its own group) and this plan never moves.
+    plan = Progress("nobody-commits-here", start={0: 0}, end={0: 1})
+    log = settings.data_dir / f"{plan.group}.log"
+    real_sleep, polls = time.sleep, []
+
+    def poll_then_stop(seconds: float) -> None:
+        polls.append(seconds)
+        if len(polls) == 6:  # once: stopping the worker sleeps too
+            raise KeyboardInterrupt  # Ctrl-C: the command stops its worker and returns
+        real_sleep(seconds)
+
+    monkeypatch.setattr(cli.time, "sleep", poll_then_stop)
+    done, _ = cli._follow(settings, plan, "replaying", {}, until_caught_up=True)
+    assert done == 0
+    warned = capsys.readouterr().err
+    assert warned.count("no progress for 2s (0 of 1 records); still waiting") == 1, warned
+    assert f"The worker's log ({log}) ends with:" in warned
+    assert log.exists()
+
+
 async def query_points(settings, token: str) -> dict[str, tuple[int, int]]:
     """(points, version) per student through the query API."""
     async with aiohttp.ClientSession() as http:
