@@ -623,6 +623,10 @@ def _follow(settings: Settings, plan, description: str, env: dict[str, str], unt
     def log_tail() -> str:
         return "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
 
+    def terminated(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # through the finally below: the worker is stopped too
+
+    previous_handler = signal.signal(signal.SIGTERM, terminated)
     started, done = time.monotonic(), 0
     moved, warned = started, False
     try:
@@ -655,6 +659,7 @@ def _follow(settings: Settings, plan, description: str, env: dict[str, str], unt
                 child.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 child.kill()
+        signal.signal(signal.SIGTERM, previous_handler)
 
 
 @cli.command()

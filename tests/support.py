@@ -48,11 +48,19 @@ def free_port() -> int:
 
 
 def lo_stream_command(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m lo_stream ARGS`` and return what it printed and its exit code."""
-    return subprocess.run(
-        [sys.executable, "-m", "lo_stream", *args],
-        capture_output=True, text=True, env=env, timeout=timeout,
-    )
+    """Run ``python -m lo_stream ARGS`` and return what it printed and its exit code. Past `timeout`
+    the command and what it started (a replay's worker) are killed, and the test fails with the end
+    of what it printed."""
+    with subprocess.Popen([sys.executable, "-m", "lo_stream", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=env, start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            raise AssertionError(f"lo-stream {' '.join(args)} did not finish within {timeout:g}s; it printed:\n"
+                                 f"{stdout[-2000:]}\n{stderr[-6000:]}") from None
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 class ServiceProcess:

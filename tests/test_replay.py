@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -165,8 +166,9 @@ async def test_replay_refuses_while_workers_are_live(settings, replay_module, tm
     assert points_table(await read_table(settings, f"{POINTS}-v1")) == {"ana": 2}  # untouched
 
 
-def test_a_replay_that_stalls_says_so_with_the_worker_log(settings, monkeypatch, capsys):
-    """`lo-stream replay` follows its worker's commits; when they stop moving it says where to look."""
+def test_a_replay_that_stalls_says_so_and_stops_its_worker_when_killed(settings, monkeypatch, capsys):
+    """`lo-stream replay` follows its worker's commits; when they stop moving it says where to look,
+    and a SIGTERM to it stops the worker too."""
     from lo_stream import cli
     from lo_stream.replay import Progress
 
@@ -174,21 +176,27 @@ def test_a_replay_that_stalls_says_so_with_the_worker_log(settings, monkeypatch,
     # A group nobody commits for: the worker runs (in its own group) and this plan never moves.
     plan = Progress("nobody-commits-here", start={0: 0}, end={0: 1})
     log = settings.data_dir / f"{plan.group}.log"
-    real_sleep, polls = time.sleep, []
+    real_sleep, polls, killed = time.sleep, [], []
 
-    def poll_then_stop(seconds: float) -> None:
+    def poll_then_get_killed(seconds: float) -> None:
         polls.append(seconds)
-        if len(polls) == 6:  # once: stopping the worker sleeps too
-            raise KeyboardInterrupt  # Ctrl-C: the command stops its worker and returns
+        assert len(polls) < 300, f"the worker never got ready: {log.read_text()[-3000:]}"
+        # Once (stopping the worker sleeps too), past the warning and with the worker up.
+        if not killed and len(polls) > 4 and "[^Worker]: Ready" in log.read_text():
+            killed.append(len(polls))
+            signal.raise_signal(signal.SIGTERM)
         real_sleep(seconds)
 
-    monkeypatch.setattr(cli.time, "sleep", poll_then_stop)
-    done, _ = cli._follow(settings, plan, "replaying", {}, until_caught_up=True)
-    assert done == 0
+    monkeypatch.setattr(cli.time, "sleep", poll_then_get_killed)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        cli._follow(settings, plan, "replaying", {}, until_caught_up=True)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before
     warned = capsys.readouterr().err
     assert warned.count("no progress for 2s (0 of 1 records); still waiting") == 1, warned
     assert f"The worker's log ({log}) ends with:" in warned
-    assert log.exists()
+    assert "Signal received: 15" in log.read_text(), log.read_text()[-3000:]  # stopped, not orphaned
 
 
 async def query_points(settings, token: str) -> dict[str, tuple[int, int]]:
