@@ -9,7 +9,7 @@ import faust
 
 from lo_stream.agents import install_agents
 from lo_stream.agents.delivery import track_deliveries
-from lo_stream.agents.highwaters import StableHighwaterConsumer
+from lo_stream.agents.consumer import ExactConsumer
 from lo_stream.agents.metrics import WorkerMetrics
 from lo_stream.agents.transactions import SourceTransactions
 from lo_stream.modules import Module, ModuleLoadError, load_modules
@@ -25,17 +25,17 @@ __all__ = ["app", "create_app", "worker_reducers"]
 
 
 class _App(faust.App):
-    """Faust's app, with commits that wait for the table writes they cover (`lo_stream.agents.delivery`)
-    and, under exactly-once, records sent in the transaction of the event that caused them and
-    producers that follow the assignment (`lo_stream.agents.transactions`) and tables restored up
-    to their changelogs' real end (`lo_stream.agents.highwaters`)."""
+    """Faust's app, with commits that wait for the table writes they cover (`lo_stream.agents.delivery`),
+    a consumer that hands out no record it then drops (`lo_stream.agents.consumer`) and, under
+    exactly-once, records sent in the transaction of the event that caused them and producers that
+    follow the assignment (`lo_stream.agents.transactions`)."""
 
     def _new_producer(self) -> faust.types.ProducerT:
         return track_deliveries(super()._new_producer())
 
     def _new_transport(self) -> faust.types.TransportT:
         transport = super()._new_transport()
-        transport.Consumer = StableHighwaterConsumer
+        transport.Consumer = ExactConsumer
         transport.TransactionManager = SourceTransactions
         return transport
 
