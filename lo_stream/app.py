@@ -8,8 +8,8 @@ from __future__ import annotations
 import faust
 
 from lo_stream.agents import install_agents
-from lo_stream.agents.delivery import track_deliveries
 from lo_stream.agents.consumer import ExactConsumer
+from lo_stream.agents.delivery import track_deliveries
 from lo_stream.agents.metrics import WorkerMetrics
 from lo_stream.agents.transactions import SourceTransactions
 from lo_stream.modules import Module, ModuleLoadError, load_modules

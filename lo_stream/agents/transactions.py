@@ -34,7 +34,7 @@ from typing import Any, Awaitable, Mapping, Optional, Set
 
 from aiokafka.errors import IllegalOperation
 from faust import current_event
-from faust.transport.consumer import TransactionManager
+from faust.transport.consumer import TopicPartitionGroup, TransactionManager
 from faust.types import TP
 
 __all__ = ["SourceTransactions"]
@@ -50,8 +50,11 @@ class SourceTransactions(TransactionManager):
         self._running: set[str] = set()  # the transactional ids this worker has producers for
 
     def transactional_id(self, tp: TP) -> str:
-        """The transaction committing source partition `tp`'s offsets (Faust's naming, as in ``commit``)."""
-        return f"{self.app.conf.id}-{self.app.assignor.group_for_topic(tp.topic)}-{tp.partition}"
+        """The transaction committing source partition `tp`'s offsets, named by Faust's format."""
+        group = self.app.assignor.group_for_topic(tp.topic)
+        return self.transactional_id_format.format(
+            group_id=self.app.conf.id, tpg=TopicPartitionGroup(tp.topic, tp.partition, group)
+        )
 
     async def on_rebalance(self, assigned: Set[TP], revoked: Set[TP], newly_assigned: Set[TP]) -> None:
         """Hold a producer for exactly the partitions actively assigned now: stop the others (another
