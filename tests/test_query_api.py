@@ -303,7 +303,6 @@ async def test_a_query_gathers_students_whose_keys_live_on_different_workers(set
             await asyncio.sleep(0.5)
         else:
             raise AssertionError(f"the workers did not share the partitions: {split}")
-        await asyncio.sleep(2)  # let the last rebalance's recovery finish
         async with aiohttp.ClientSession() as http:
             for worker_settings in (settings, second_settings):
                 base = f"http://127.0.0.1:{worker_settings.worker_port}"

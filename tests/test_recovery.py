@@ -1,15 +1,19 @@
 """After a rebalance no source message is fetched before its partition is seeked to its commit and
-the streams take messages again (`lo_stream.tables.recovery`); Faust's own recovery is the control."""
+the streams take messages again (`lo_stream.tables.recovery`); Faust's own recovery is the control.
+Tables are read only once restored."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
+import faust
 import pytest
 from faust.tables.recovery import Recovery
 from faust.types import TP
 
-from lo_stream.tables.recovery import SeekFirstRecovery
+from lo_stream.query import server
+from lo_stream.tables.recovery import SeekFirstRecovery, SeekFirstTableManager
 
 EVENTS, CHANGELOG = TP("app.events", 0), TP("app-counts-changelog", 0)
 
@@ -77,3 +81,22 @@ async def test_faust_alone_fetches_them_during_the_seek(step):
     calls: list[str] = []
     await getattr(_recovery(Recovery, calls), step)(generation_id=1)
     assert calls == ["events fetchable", "seek", "streams flow on (their queues cleared)", "consumer flow on"]
+
+
+async def test_a_table_read_waits_until_a_rebalance_has_restored_the_tables(monkeypatch):
+    manager = SeekFirstTableManager(faust.App("restore-test", store="memory://"))
+    manager.data["counts"] = {"s1": {"count": 3}}  # a stand-in for the table
+    app = SimpleNamespace(tables=manager, conf=SimpleNamespace(canonical_url="http://worker-1:6066"))
+    reader = server.WorkerTableReader(app, settings=None, tables={})
+
+    manager.on_rebalance_start()
+    read = asyncio.create_task(reader.read_local("counts", ["s1", "s2"]))
+    await asyncio.sleep(0.1)
+    assert not read.done()  # the store holds only part of the changelog yet
+    manager.on_actives_ready()
+    assert await read == {"s1": {"count": 3}, "s2": None}
+
+    manager.on_rebalance_start()
+    monkeypatch.setattr(server, "RESTORE_TIMEOUT", 0.1)
+    with pytest.raises(server.Unavailable, match="worker-1:6066 is still restoring its tables"):
+        await reader.read_local("counts", ["s1"])

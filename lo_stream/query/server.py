@@ -6,7 +6,8 @@ Responsibilities:
    websockets may pass ``?token=``) and refuse anonymous requests;
 2. run a module's export (or, when the settings allow it, a client's DAG) for the caller;
 3. read each key from the worker that owns its partition: local keys from the local table,
-   the others in one internal request per worker;
+   the others in one internal request per worker; a worker answers once its tables are restored
+   after a rebalance (it waits up to ``RESTORE_TIMEOUT``, then answers 503);
 4. serve ``POST /api/query``, ``GET /api/exports``, ``GET /api/courses`` and the live websocket
    ``/wsapi/query``;
 5. record every query run (who, what, parameters, when, how many students) to the audit topic.
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 CLUSTER_HEADER = "X-LO-Stream-Cluster"
 LOOPBACK = {"127.0.0.1", "::1"}
 READY_TIMEOUT = 30.0
+RESTORE_TIMEOUT = 8.0  # how long a read waits for the tables a rebalance is restoring
 
 
 class Unavailable(QueryError):
@@ -74,6 +76,7 @@ class WorkerTableReader:
         self.keys_read = {"local": 0, "remote": 0}
 
     async def read(self, reducer: Reducer, keys: list[str]) -> dict[str, dict | None]:
+        await self._restored()  # a rebalance changes who owns what, and empties restored tables
         table = self.tables[reducer.id]
         here = self._ident(URL(str(self.app.conf.canonical_url)))
         owners = self._owners(table)
@@ -87,7 +90,7 @@ class WorkerTableReader:
                 local.append(key)
             else:
                 remote.setdefault(str(owner).rstrip("/"), []).append(key)
-        values = self.read_local(table.name, local)
+        values = await self.read_local(table.name, local)
         for url, owner_keys in remote.items():
             values.update(await self._read_remote(url, table.name, owner_keys))
         self.keys_read["local"] += len(local)
@@ -113,13 +116,22 @@ class WorkerTableReader:
             for partition in topics.get(topic, [])
         }
 
-    def read_local(self, table_name: str, keys: list[str]) -> dict[str, dict | None]:
+    async def _restored(self) -> None:
+        """Wait until this worker's tables hold their whole changelogs again after a rebalance."""
+        try:
+            await asyncio.wait_for(self.app.tables.restored.wait(), RESTORE_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise Unavailable(f"worker {self.app.conf.canonical_url} is still restoring its tables "
+                              f"after a rebalance ({RESTORE_TIMEOUT:.0f} s); try again in a moment") from None
+
+    async def read_local(self, table_name: str, keys: list[str]) -> dict[str, dict | None]:
+        await self._restored()
         table = self.app.tables[table_name]
         return {key: table.get(key) for key in keys}
 
     async def _read_remote(self, url: str, table_name: str, keys: list[str]) -> dict[str, dict | None]:
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=RESTORE_TIMEOUT + 10))
         try:
             async with self._http.post(
                 f"{url}/api/internal/read",
@@ -319,7 +331,11 @@ class QueryService:
         body = orjson.loads(await request.read())
         if body.get("table") not in self.app.tables:
             raise web.HTTPNotFound(text=f"no table {body.get('table')!r} on this worker")
-        return _json({"values": self.reader.read_local(body["table"], list(body.get("keys") or []))})
+        try:
+            values = await self.reader.read_local(body["table"], list(body.get("keys") or []))
+        except Unavailable as exc:
+            return _error(exc)
+        return _json({"values": values})
 
     async def websocket(self, request: web.Request) -> web.WebSocketResponse:
         caller = self.caller(request)

@@ -12,16 +12,21 @@ commits crawl for a minute after a restore.
 `SeekFirstTableManager` gives Faust a recovery that defers resuming the source partitions until the
 seek is done and the streams' flow is on again, in one step with no wait in between: nothing can be
 fetched from them before then.
+
+It also keeps `restored`, an event set while the tables hold every record of their active
+partitions: cleared when a rebalance starts, set when Faust reports its actives ready. Reading a
+table between the two answers from a partly restored store (the query API waits for it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from typing import Iterator, Set
+from typing import Any, Iterator, Set
 
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
-from faust.types import TP
+from faust.types import TP, AppT
 
 __all__ = ["SeekFirstTableManager"]
 
@@ -60,7 +65,19 @@ class SeekFirstRecovery(Recovery):
 
 
 class SeekFirstTableManager(TableManager):
-    """Faust's table manager, with `SeekFirstRecovery`."""
+    """Faust's table manager, with `SeekFirstRecovery` and the `restored` event."""
+
+    def __init__(self, app: AppT, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.restored = asyncio.Event()
+
+    def on_rebalance_start(self) -> None:
+        super().on_rebalance_start()
+        self.restored.clear()
+
+    def on_actives_ready(self) -> None:
+        super().on_actives_ready()
+        self.restored.set()
 
     @property
     def recovery(self) -> Recovery:
