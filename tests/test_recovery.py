@@ -13,6 +13,7 @@ from faust.tables.recovery import Recovery
 from faust.types import TP
 
 from lo_stream.query import server
+from lo_stream.query.executor import Unavailable
 from lo_stream.tables.recovery import SeekFirstRecovery, SeekFirstTableManager
 
 EVENTS, CHANGELOG = TP("app.events", 0), TP("app-counts-changelog", 0)
@@ -98,5 +99,5 @@ async def test_a_table_read_waits_until_a_rebalance_has_restored_the_tables(monk
 
     manager.on_rebalance_start()
     monkeypatch.setattr(server, "RESTORE_TIMEOUT", 0.1)
-    with pytest.raises(server.Unavailable, match="worker-1:6066 is still restoring its tables"):
+    with pytest.raises(Unavailable, match="worker-1:6066 is still restoring its tables"):
         await reader.read_local("counts", ["s1"])

@@ -19,11 +19,15 @@ from lo_stream.query.functions import FunctionRegistry, functions as published_f
 from lo_stream.query.language import QueryError, node_references, parameters_of
 from lo_stream.reducers import STUDENT, Reducer, scope_key
 
-__all__ = ["AccessDenied", "Caller", "Execution", "MissingPath", "TableReader", "get_path"]
+__all__ = ["AccessDenied", "Caller", "Execution", "MissingPath", "TableReader", "Unavailable", "get_path"]
 
 
 class AccessDenied(QueryError):
     """The caller may not see what the query asks for."""
+
+
+class Unavailable(QueryError):
+    """The worker cannot answer now (starting, rebalancing); try again shortly."""
 
 
 class TableReader(Protocol):

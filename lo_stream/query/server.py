@@ -33,7 +33,7 @@ from yarl import URL
 from lo_stream.connectors.producer import EventProducer
 from lo_stream.query.access import UserFileError, UserStore
 from lo_stream.query.client import ON_BEHALF_HEADER
-from lo_stream.query.executor import AccessDenied, Caller, Execution
+from lo_stream.query.executor import AccessDenied, Caller, Execution, Unavailable
 from lo_stream.query.exports import ExportCatalog
 from lo_stream.query.language import QueryError
 from lo_stream.query.subscriptions import Subscription, SubscriptionHub, reducers_of
@@ -50,10 +50,6 @@ CLUSTER_HEADER = "X-LO-Stream-Cluster"
 LOOPBACK = {"127.0.0.1", "::1"}
 READY_TIMEOUT = 30.0
 RESTORE_TIMEOUT = 8.0  # how long a read waits for the tables a rebalance is restoring
-
-
-class Unavailable(QueryError):
-    """The worker cannot answer now (starting, rebalancing); try again shortly."""
 
 
 def _json(value: Any, status: int = 200) -> web.Response:

@@ -20,6 +20,7 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 
+from lo_stream.query.executor import Unavailable
 from lo_stream.query.language import QueryError, node_references
 from lo_stream.reducers import STUDENT, Reducer
 from lo_stream.settings import Settings
@@ -65,7 +66,8 @@ def students_of(result: Any) -> set[str]:
 class Subscription:
     """One client's live query. Changes that arrive while an update runs, or within
     `UPDATE_INTERVAL_S` of the last one, are merged into the next one: a busy stream costs at
-    most a few runs a second per subscription, never a backlog."""
+    most a few runs a second per subscription, never a backlog. While the tables are being
+    restored after a rebalance the update is tried again, changes kept."""
 
     def __init__(self, subscription_id: str, reducer_ids: set[str], run: Runner, send: Sender) -> None:
         self.id = subscription_id
@@ -109,6 +111,9 @@ class Subscription:
                 else:
                     rows = await self.run(changed)
                     await self.send({"subscription": self.id, "type": "update", "rows": rows})
+            except Unavailable as exc:  # tables being restored: these changes go in the next try
+                logger.info("live query %s waits for the tables: %s", self.id, exc)
+                self._whole, self._changed = self._whole or whole, self._changed | changed
             except (ConnectionError, QueryError) as exc:
                 logger.info("live query %s stopped updating: %s", self.id, exc)
                 return
