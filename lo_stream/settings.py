@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     # Where state lives
     data_dir: Path = Field(default=Path("~/.local/share/lo_stream"), description="Tables and the embedded broker.")
     cache_dir: Path = Field(default=Path("~/.cache/lo_stream"), description="Downloaded Kafka jars.")
+    table_memory_mb: int = Field(
+        default=32, ge=4,
+        description="RocksDB memory of one table partition at most: half write buffers, half block cache. "
+        "A worker holds one per table per partition it serves (active or standby).",
+    )
 
     # The embedded broker (`lo-stream kafka start`)
     kafka_version: str = Field(default="4.4.0", pattern=r"^[0-9][0-9A-Za-z.+-]*$")

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import faust
 import pytest
 import yaml
 
+from lo_stream.reducers import ReducerRegistry, student_event_reducer
 from lo_stream.settings import SETTINGS_FILE_ENV, Settings, SettingsError, load_settings
+from lo_stream.tables import reducer_table
 from tests.support import lo_stream_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,6 +92,7 @@ def test_unknown_key_in_settings_file_is_named(tmp_path, monkeypatch):
         ("LO_STREAM_BROKER", "localhost", "is not 'host:port'"),
         ("LO_STREAM_TOPIC_PREFIX", "my topics", "LO_STREAM_TOPIC_PREFIX='my topics'"),
         ("LO_STREAM_KAFKA_PORT", "70000", "LO_STREAM_KAFKA_PORT"),
+        ("LO_STREAM_TABLE_MEMORY_MB", "2", "greater than or equal to 4"),
     ],
 )
 def test_invalid_values_name_the_variable(monkeypatch, variable, value, message):
@@ -130,3 +134,24 @@ def test_compose_file_matches_the_embedded_broker():
     assert kafka["image"] == f"apache/kafka:{defaults.kafka_version}"
     assert f"127.0.0.1:{defaults.kafka_port}:9092" in kafka["ports"]
     assert kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{defaults.broker}"
+
+
+registry = ReducerRegistry()
+
+
+@student_event_reducer(null_state={"count": 0}, registry=registry)
+def count(event, state):
+    return {"count": state["count"] + 1}
+
+
+def test_table_memory_bounds_the_rocksdb_of_each_table_partition(tmp_path):
+    settings = load_settings(data_dir=tmp_path, table_memory_mb=64)
+    app = faust.App("memory-test", store="rocksdb://", datadir=str(tmp_path))
+    options = reducer_table(app, settings, next(iter(registry))).data.rocksdb_options
+    megabyte = 1024 * 1024
+    assert (options.write_buffer_size, options.max_write_buffer_number, options.block_cache_size) == (
+        16 * megabyte, 2, 32 * megabyte)  # Faust alone: 64 MB, 3 and 2 GB
+    db = options.open(tmp_path / "partition-0.db")  # RocksDB takes them
+    db[b"s1"] = b"{}"
+    assert db[b"s1"] == b"{}"
+    db.close()

@@ -23,7 +23,9 @@ from lo_stream.reducers import Reducer
 from lo_stream.settings import Settings
 from lo_stream.topics import TopicSpec
 
-__all__ = ["changelog_spec", "changelog_topic", "reducer_table"]
+__all__ = ["changelog_spec", "changelog_topic", "reducer_table", "rocksdb_options"]
+
+MB = 1024 * 1024
 
 
 def reducer_table(app: faust.App, settings: Settings, reducer: Reducer) -> faust.Table:
@@ -45,8 +47,18 @@ def reducer_table(app: faust.App, settings: Settings, reducer: Reducer) -> faust
         key_type=str,
         partitions=settings.partitions,
         changelog_topic=changelog,
-        options={"driver": "rocksdict"},
+        options={"driver": "rocksdict", **rocksdb_options(settings)},
     )
+
+
+def rocksdb_options(settings: Settings) -> dict[str, int]:
+    """The memory bounds of one table partition's RocksDB (Faust's `RocksDBOptions`). Faust's
+    defaults allow 3 write buffers of 64 MB and a 2 GB block cache per table partition: a worker
+    running the writing module on 4 partitions grew towards gigabytes under a long stream
+    (docs/benchmarks.md, "Memory"). Two write buffers of a quarter each and a cache of half keep
+    one under `settings.table_memory_mb`."""
+    budget = settings.table_memory_mb * MB
+    return {"write_buffer_size": budget // 4, "max_write_buffer_number": 2, "block_cache_size": budget // 2}
 
 
 def changelog_topic(settings: Settings, reducer: Reducer) -> str:
