@@ -31,8 +31,8 @@ from bench.throughput import run_competitor, throughput_ratios
 from tests.support import free_port
 
 MODES = {
-    # writing_single: events of lo_stream's writing module on one event per message (~250 events/s:
-    # 1M would take over an hour; the rate does not depend on the count, see the scale section).
+    # writing_single: events of lo_stream's writing module on one event per message (~340 events/s:
+    # 1M would take 50 minutes).
     "quick": {"single_events": 20_000, "packed_events": 100_000, "students": (1_000, 10_000, 100_000),
               "writing_single": 0, "latency_seconds": {1_000: 5, 10_000: 2}, "gateway_seconds": 8,
               "browser_seconds": {100: 20}},
