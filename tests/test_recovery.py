@@ -91,7 +91,7 @@ async def test_a_table_read_waits_until_a_rebalance_has_restored_the_tables(monk
     reader = server.WorkerTableReader(app, settings=None, tables={})
 
     manager.on_rebalance_start()
-    read = asyncio.create_task(reader.read_local("counts", ["s1", "s2"]))
+    read = asyncio.create_task(reader.read_restored("counts", ["s1", "s2"]))
     await asyncio.sleep(0.1)
     assert not read.done()  # the store holds only part of the changelog yet
     manager.on_actives_ready()
@@ -100,4 +100,4 @@ async def test_a_table_read_waits_until_a_rebalance_has_restored_the_tables(monk
     manager.on_rebalance_start()
     monkeypatch.setattr(server, "RESTORE_TIMEOUT", 0.1)
     with pytest.raises(Unavailable, match="worker-1:6066 is still restoring its tables"):
-        await reader.read_local("counts", ["s1"])
+        await reader.read_restored("counts", ["s1"])

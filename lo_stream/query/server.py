@@ -72,7 +72,7 @@ class WorkerTableReader:
         self.keys_read = {"local": 0, "remote": 0}
 
     async def read(self, reducer: Reducer, keys: list[str]) -> dict[str, dict | None]:
-        await self._restored()  # a rebalance changes who owns what, and empties restored tables
+        await self.wait_restored()  # a rebalance changes who owns what, and empties restored tables
         table = self.tables[reducer.id]
         here = self._ident(URL(str(self.app.conf.canonical_url)))
         owners = self._owners(table)
@@ -86,7 +86,7 @@ class WorkerTableReader:
                 local.append(key)
             else:
                 remote.setdefault(str(owner).rstrip("/"), []).append(key)
-        values = await self.read_local(table.name, local)
+        values = self.read_local(table.name, local)
         for url, owner_keys in remote.items():
             values.update(await self._read_remote(url, table.name, owner_keys))
         self.keys_read["local"] += len(local)
@@ -112,18 +112,24 @@ class WorkerTableReader:
             for partition in topics.get(topic, [])
         }
 
-    async def _restored(self) -> None:
-        """Wait until this worker's tables hold their whole changelogs again after a rebalance."""
+    async def wait_restored(self) -> None:
+        """Wait until this worker's tables hold their whole changelogs again after a rebalance:
+        before, a store holds part of its values only."""
         try:
             await asyncio.wait_for(self.app.tables.restored.wait(), RESTORE_TIMEOUT)
         except asyncio.TimeoutError:
             raise Unavailable(f"worker {self.app.conf.canonical_url} is still restoring its tables "
                               f"after a rebalance ({RESTORE_TIMEOUT:.0f} s); try again in a moment") from None
 
-    async def read_local(self, table_name: str, keys: list[str]) -> dict[str, dict | None]:
-        await self._restored()
+    def read_local(self, table_name: str, keys: list[str]) -> dict[str, dict | None]:
+        """Values from this worker's table; `wait_restored` first."""
         table = self.app.tables[table_name]
         return {key: table.get(key) for key in keys}
+
+    async def read_restored(self, table_name: str, keys: list[str]) -> dict[str, dict | None]:
+        """Values from this worker's table once it is restored (another worker's read)."""
+        await self.wait_restored()
+        return self.read_local(table_name, keys)
 
     async def _read_remote(self, url: str, table_name: str, keys: list[str]) -> dict[str, dict | None]:
         if self._http is None:
@@ -328,7 +334,7 @@ class QueryService:
         if body.get("table") not in self.app.tables:
             raise web.HTTPNotFound(text=f"no table {body.get('table')!r} on this worker")
         try:
-            values = await self.reader.read_local(body["table"], list(body.get("keys") or []))
+            values = await self.reader.read_restored(body["table"], list(body.get("keys") or []))
         except Unavailable as exc:
             return _error(exc)
         return _json({"values": values})
