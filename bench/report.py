@@ -29,21 +29,38 @@ def tables(mode: str) -> str:
     throughput = _load(f"throughput-{mode}")
     if throughput:
         versions = ", ".join(f"{k} {v}" for k, v in throughput["versions"].items() if v)
+        # The Kafka Streams runs carry their own versions (Kafka Streams, Java).
+        jvm = sorted({f"{k} {v}" for run in throughput["runs"] for k, v in run.get("versions", {}).items() if v})
+        if jvm:
+            versions += f"; Kafka Streams app: {', '.join(jvm)}"
         machine = throughput["machine"]
         out += [f"Measured {throughput['date']} ({mode} mode) on {machine['cpu']}, {machine['cores']} cores, "
                 f"{machine['memory_gib']} GiB (load average at start {machine['load_average_at_start']}); {versions}.", ""]
         out += ["| data | competitor | workload | guarantee | events | events/s | events/CPU-s | peak RSS (MB) |",
                 "|---|---|---|---|---|---|---|---|"]
         for run in throughput["runs"]:
-            out.append(f"| {_shape(run['events_per_message'])} | {run['competitor']} | {run['workload']} | "
-                       f"{run['guarantee']} | {run['events']:,} | {run['events_per_s']:,.0f} | "
+            head = f"| {_shape(run['events_per_message'])} | {run['competitor']} | {run['workload']} | {run['guarantee']} | "
+            if run.get("skipped"):
+                out.append(head + f"{run['events']:,} | skipped: {run['skipped']} | | |")
+                continue
+            out.append(head + f"{run['events']:,} | {run['events_per_s']:,.0f} | "
                        f"{run['events_per_cpu_s']:,.0f} | {run['peak_rss_mb']:,.0f} |")
-        out += ["", "| data | guarantee | lo_stream / raw | lo_stream / Quix | per CPU-s: / raw | / Quix |",
-                "|---|---|---|---|---|---|"]
-        for r in throughput_ratios(throughput["runs"]):
-            out.append(f"| {_shape(r['events_per_message'])} | {r['guarantee']} | {r['lo_stream_over_raw']} | "
-                       f"{r['lo_stream_over_quix']} | {r['per_cpu_lo_stream_over_raw']} | "
-                       f"{r['per_cpu_lo_stream_over_quix']} |")
+        ratios = throughput_ratios(throughput["runs"])
+        lo_stream = [r for r in ratios if any(v is not None for k, v in r.items() if k.startswith(("lo_stream", "per_cpu_lo")))]
+        if lo_stream:
+            out += ["", "| data | guarantee | lo_stream / raw | lo_stream / Quix | lo_stream / Kafka Streams | "
+                    "per CPU-s: / raw | / Quix | / Kafka Streams |", "|---|---|---|---|---|---|---|---|"]
+            for r in lo_stream:
+                out.append(f"| {_shape(r['events_per_message'])} | {r['guarantee']} | {r['lo_stream_over_raw']} | "
+                           f"{r['lo_stream_over_quix']} | {r['lo_stream_over_kstreams']} | {r['per_cpu_lo_stream_over_raw']} | "
+                           f"{r['per_cpu_lo_stream_over_quix']} | {r['per_cpu_lo_stream_over_kstreams']} |")
+        others = [r for r in ratios if any(r[k] is not None for k in ("quix_over_raw", "kstreams_over_raw"))]
+        if others:
+            out += ["", "| data | guarantee | Quix / raw | Kafka Streams / raw | per CPU-s: Quix / raw | Kafka Streams / raw |",
+                    "|---|---|---|---|---|---|"]
+            for r in others:
+                out.append(f"| {_shape(r['events_per_message'])} | {r['guarantee']} | {r['quix_over_raw']} | "
+                           f"{r['kstreams_over_raw']} | {r['per_cpu_quix_over_raw']} | {r['per_cpu_kstreams_over_raw']} |")
         out.append("")
     scale = _load(f"scale-{mode}")
     if scale:

@@ -1,6 +1,6 @@
 """lo_stream: learning analytics on a streaming stack.
 
-Events land in Kafka topics; Faust agents run per-student reducers over RocksDB-backed tables;
+Events land in Kafka topics; a batch engine runs per-student reducers over RocksDB-backed tables;
 a query layer joins tables with rosters; Panel dashboards update live.
 
 The researcher's API::

@@ -42,7 +42,7 @@ def _ensure_topics(settings: Settings) -> None:
     help=f"TOML settings file (same as {SETTINGS_FILE_ENV}).",
 )
 def cli(settings_file: Path | None) -> None:
-    """lo_stream: learning analytics on Kafka, Faust and Panel."""
+    """lo_stream: learning analytics on Kafka, RocksDB and Panel."""
     if settings_file is not None:
         # Through the environment, so that every process we start reads the same file.
         os.environ[SETTINGS_FILE_ENV] = str(settings_file.resolve())
@@ -121,37 +121,23 @@ def kafka_status(port: int | None, data_dir: Path | None) -> None:
 @cli.command()
 @click.option("--loglevel", "-l", default="info", show_default=True, help="Worker log level.")
 def worker(loglevel: str) -> None:
-    """Run a Faust worker: consume events, run the agents, keep the tables."""
-    from faust import Worker
-
+    """Run a worker: consume events, run the reducers, keep the tables, serve queries."""
     from lo_stream.modules import ModuleLoadError
     from lo_stream.reducers import ReducerDefinitionError
     from lo_stream.replay import ReplayRefused, prepare_worker
     from lo_stream.topics import TopicMismatchError, ensure_topics
+    from lo_stream.worker import run_worker, worker_reducers
 
+    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)  # its per-request notices are noise here
     settings = _settings()
     try:
         asyncio.run(ensure_topics(settings))
-        from lo_stream.app import app, worker_reducers
-
         for done in asyncio.run(prepare_worker(settings, worker_reducers(settings)[1])):
             click.secho(done, fg="yellow", err=True)
+        run_worker(settings)
     except (TopicMismatchError, ModuleLoadError, ReducerDefinitionError, ReplayRefused) as exc:
         raise click.ClickException(str(exc)) from None
-
-    try:
-        Worker(app, loglevel=loglevel).execute_from_commandline()
-    except SystemExit as done:
-        exit_code = done.code if isinstance(done.code, int) else 1
-    else:
-        exit_code = 0
-    # Faust has stopped every service (tables closed, offsets committed) by now. Under
-    # exactly-once a leftover non-daemon thread was seen keeping the stopped process alive at
-    # interpreter exit, so leave without waiting for it.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(exit_code)
 
 
 # -- modules -------------------------------------------------------------------------------
@@ -654,7 +640,7 @@ def _follow(settings: Settings, plan, description: str, env: dict[str, str], unt
         return done, time.monotonic() - started
     finally:
         if child.poll() is None:
-            child.send_signal(signal.SIGTERM)  # Faust commits and closes its tables
+            child.send_signal(signal.SIGTERM)  # the worker commits and leaves its group
             try:
                 child.wait(timeout=120)
             except subprocess.TimeoutExpired:

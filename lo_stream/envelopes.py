@@ -22,6 +22,7 @@ __all__ = [
     "BadLine",
     "Identity",
     "MalformedEventError",
+    "client_problem",
     "decode_envelopes",
     "encode_message",
     "make_envelope",
@@ -83,8 +84,10 @@ def student_of(envelope: dict) -> object:
     return auth.get("safe_user_id") if isinstance(auth, dict) else None
 
 
-def decode_envelopes(value: bytes, key: str | None) -> list[dict]:
+def decode_envelopes(value: bytes | None, key: str | None) -> list[dict]:
     """Parse a message into its envelopes, checking each is for the student the message is keyed by."""
+    if value is None:
+        raise MalformedEventError("a message without a value (a tombstone) on the events topic")
     try:
         decoded = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
@@ -98,6 +101,9 @@ def decode_envelopes(value: bytes, key: str | None) -> list[dict]:
             raise MalformedEventError(f"{where} is a JSON {type(envelope).__name__}, not an object")
         if not isinstance(envelope.get("client"), dict):
             raise MalformedEventError(f"{where} has no 'client' object (the event as sent)")
+        problem = client_problem(envelope["client"])
+        if problem:
+            raise MalformedEventError(f"{where}: {problem}")
         student = student_of(envelope)
         if not isinstance(student, str) or not student:
             raise MalformedEventError(f"{where} has no metadata.auth.safe_user_id")
@@ -107,6 +113,21 @@ def decode_envelopes(value: bytes, key: str | None) -> list[dict]:
                 "key events by metadata.auth.safe_user_id"
             )
     return envelopes
+
+
+def client_problem(client: dict) -> str | None:
+    """What makes an event as sent unusable by reducers, or None: `event` and `source`, when
+    present, must be strings (reducers pick events by them).
+
+    >>> client_problem({"event": ["keystroke"]})
+    'client.event is a JSON array, not a string'
+    """
+    for name in ("event", "source"):
+        value = client.get(name)
+        if value is not None and not isinstance(value, str):
+            kind = {dict: "object", list: "array", bool: "boolean"}.get(type(value), type(value).__name__)
+            return f"client.{name} is a JSON {kind}, not a string"
+    return None
 
 
 class BadLine(ValueError):
@@ -129,12 +150,18 @@ def parse_log_line(line: bytes, identity: Identity | None, executable: str) -> t
     if "client" in value:
         if not isinstance(value["client"], dict):
             raise BadLine('"client" must be an object (the event as sent)')
+        problem = client_problem(value["client"])
+        if problem:
+            raise BadLine(problem)
         student = student_of(value)
         if not isinstance(student, str) or not student:
             raise BadLine("an envelope without metadata.auth.safe_user_id: whose events are these?")
         return student, value
     if not isinstance(value.get("event"), str):
         raise BadLine('neither an envelope (no "client") nor an event (no "event" string)')
+    problem = client_problem(value)
+    if problem:
+        raise BadLine(problem)
     if identity is None:
         raise BadLine("a raw event, not an envelope: say whose it is with --user")
     return identity.safe_user_id, make_envelope(value, identity, executable=executable)

@@ -64,7 +64,7 @@ class ReplayRefused(RuntimeError):
 
 
 def build_group(settings: Settings, reducer_id: str, version: int) -> str:
-    """The consumer group (and Faust app id) of the lane building one reducer version."""
+    """The consumer group of the lane building one reducer version."""
     return f"{settings.app_id}-build-{reducer_id}-v{version}"
 
 

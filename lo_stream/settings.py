@@ -12,6 +12,7 @@ variables, and an optional TOML file named by ``LO_STREAM_SETTINGS_FILE`` (or th
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -61,6 +62,28 @@ class Settings(BaseSettings):
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
         default="at_least_once",
         description="exactly_once makes table writes and offset commits one Kafka transaction.",
+    )
+
+    # The engine (docs/engine.md; the defaults are what bench.throughput measured best)
+    worker_id: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9._:-]*$",
+        description="This worker's stable name in its consumer group (Kafka static membership): a worker "
+        "restarted with the same id takes its partitions back at once. Empty: <host name>-<worker_port>.",
+    )
+    batch_max_records: int = Field(default=5000, ge=1, description="Messages the engine takes per fetch, at most.")
+    commit_interval: float = Field(
+        default=0.5, gt=0, le=60,
+        description="Seconds between commits: stores written, offsets committed (exactly-once: transactions).",
+    )
+    fetch_max_bytes: int = Field(default=52_428_800, ge=1024, description="Bytes one fetch brings, at most.")
+    fetch_partition_max_bytes: int = Field(default=4_194_304, ge=1024, description="Bytes per partition per fetch.")
+    changelog_linger_ms: int = Field(
+        default=5, ge=0, description="How long changelog records and forwarded events wait to fill a produce batch."
+    )
+    session_timeout_ms: int = Field(
+        default=10_000, ge=1000,
+        description="How long a worker that died keeps its partitions (unless restarted with its worker_id).",
     )
 
     # What the workers run
@@ -183,9 +206,9 @@ class Settings(BaseSettings):
         return self.broker.split(",")
 
     @property
-    def faust_broker(self) -> list[str]:
-        """The broker as Faust wants it."""
-        return [f"kafka://{server}" for server in self.bootstrap_servers]
+    def group_instance_id(self) -> str:
+        """This worker's static member id: `worker_id`, or the host name and the worker's port."""
+        return self.worker_id or f"{socket.gethostname()}-{self.worker_port}"
 
     @property
     def topics(self) -> TopicNames:
@@ -206,7 +229,7 @@ class Settings(BaseSettings):
 
     @property
     def app_id(self) -> str:
-        """Faust app id: names the consumer group and the tables' changelog topics."""
+        """Names the workers' consumer group and the tables' changelog topics."""
         return self.topic_prefix
 
     def as_env(self) -> dict[str, str]:

@@ -64,11 +64,10 @@ def lo_stream_command(*args: str, env: dict[str, str] | None = None, timeout: fl
 
 
 class ServiceProcess:
-    """A lo_stream server in a child process (by default ``lo-stream worker``; also Faust's own
-    command line, or the gateway), configured by `settings`, logging to a file."""
+    """A lo_stream server in a child process (by default ``lo-stream worker``; also the gateway),
+    configured by `settings`, logging to a file."""
 
     LO_STREAM = ("-m", "lo_stream", "worker", "-l", "info")
-    FAUST = ("-m", "faust", "-A", "lo_stream.app", "worker", "-l", "info")
     GATEWAY = ("-m", "lo_stream", "gateway")
 
     def __init__(
@@ -237,6 +236,6 @@ def expected_counts(produced: Iterable[tuple[str, int]]) -> dict[str, dict]:
 
 
 def assigned_partitions(worker: ServiceProcess, settings: Settings) -> str:
-    """The events-topic partitions Faust last reported assigning to `worker` (e.g. '0-1'), or ''."""
-    found = re.findall(rf"\| {re.escape(settings.topics.events)}\s+\| \{{([^}}]*)\}}", worker.log_file.read_text())
-    return found[-1] if found else ""
+    """The events-topic partitions `worker` last reported holding (e.g. '0-1'), or ''."""
+    found = re.findall(rf"assigned partitions (\S+) of {re.escape(settings.topics.events)} ", worker.log_file.read_text())
+    return found[-1] if found and found[-1] != "none" else ""

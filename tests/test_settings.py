@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import faust
 import pytest
 import yaml
 
 from lo_stream.reducers import ReducerRegistry, student_event_reducer
 from lo_stream.settings import SETTINGS_FILE_ENV, Settings, SettingsError, load_settings
-from lo_stream.tables import reducer_table
+from lo_stream.tables.store import StoreMemory, Table
 from tests.support import lo_stream_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +53,6 @@ def test_broker_accepts_kafka_urls_and_lists():
     settings = load_settings(broker="kafka://k1:9092;kafka://k2:9093")
     assert not settings.embedded_broker
     assert settings.bootstrap_servers == ["k1:9092", "k2:9093"]
-    assert settings.faust_broker == ["kafka://k1:9092", "kafka://k2:9093"]
 
 
 def test_settings_file_is_read_and_the_environment_wins(tmp_path, monkeypatch):
@@ -146,12 +144,12 @@ def count(event, state):
 
 def test_table_memory_bounds_the_rocksdb_of_each_table_partition(tmp_path):
     settings = load_settings(data_dir=tmp_path, table_memory_mb=64)
-    app = faust.App("memory-test", store="rocksdb://", datadir=str(tmp_path))
-    options = reducer_table(app, settings, next(iter(registry))).data.rocksdb_options
+    memory = StoreMemory.of(settings)
     megabyte = 1024 * 1024
-    assert (options.write_buffer_size, options.max_write_buffer_number, options.block_cache_size) == (
-        16 * megabyte, 2, 32 * megabyte)  # Faust alone: 64 MB, 3 and 2 GB
-    db = options.open(tmp_path / "partition-0.db")  # RocksDB takes them
-    db[b"s1"] = b"{}"
-    assert db[b"s1"] == b"{}"
-    db.close()
+    assert memory == (16 * megabyte, 2, 32 * megabyte)  # RocksDB as Faust set it: 64 MB, 3 and 2 GB
+    table = Table(settings, next(iter(registry)), tmp_path / "tables")
+    store = table.open(0)  # RocksDB takes them
+    assert store.db.property_int_value("rocksdb.block-cache-capacity") == 32 * megabyte
+    store.write([(b"s1", b"{}")], checkpoint=7)
+    assert (store.get("s1"), store.checkpoint) == (b"{}", 7)
+    table.close_all()

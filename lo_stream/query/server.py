@@ -23,13 +23,13 @@ import time
 from typing import Any
 
 import aiohttp
-import faust
 import orjson
 from aiohttp import WSMsgType, web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from yarl import URL
 
+from lo_stream.agents.engine import Engine
 from lo_stream.connectors.producer import EventProducer
 from lo_stream.query.access import UserFileError, UserStore
 from lo_stream.query.client import ON_BEHALF_HEADER
@@ -37,10 +37,11 @@ from lo_stream.query.executor import AccessDenied, Caller, Execution, Unavailabl
 from lo_stream.query.exports import ExportCatalog
 from lo_stream.query.language import QueryError
 from lo_stream.query.subscriptions import Subscription, SubscriptionHub, reducers_of
-from lo_stream.reducers import STUDENT, Reducer
+from lo_stream.reducers import Reducer
 from lo_stream.settings import Settings
+from lo_stream.tables import key_partition
 from lo_stream.tables.rosters import RosterTable
-from lo_stream.topics import partition_of
+from lo_stream.tables.store import Table
 
 __all__ = ["QueryService", "install_query_api"]
 
@@ -62,30 +63,30 @@ def _error(exc: QueryError) -> web.Response:
 
 
 class WorkerTableReader:
-    """Reads table values, routing each key to the worker that owns its partition."""
+    """Reads table values, routing each key to the worker that holds its partition."""
 
-    def __init__(self, app: faust.App, settings: Settings, tables: dict[str, faust.Table]) -> None:
-        self.app = app
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
         self.settings = settings
-        self.tables = tables
+        self.url = engine.assignor.url
         self._http: aiohttp.ClientSession | None = None
         self.keys_read = {"local": 0, "remote": 0}
 
     async def read(self, reducer: Reducer, keys: list[str]) -> dict[str, dict | None]:
-        await self.wait_restored()  # a rebalance changes who owns what, and empties restored tables
-        table = self.tables[reducer.id]
-        here = self._ident(URL(str(self.app.conf.canonical_url)))
-        owners = self._owners(table)
+        await self.wait_restored()  # a rebalance changes who holds what, and restores the stores
+        table = self.engine.tables[reducer.id]
+        here = self._ident(URL(self.url))
+        owners = self.engine.owners
         local: list[str] = []
         remote: dict[str, list[str]] = {}
         for key in keys:
-            owner = owners.get(self._partition(reducer, key))
+            owner = owners.get(key_partition(self.settings, reducer, key))
             if owner is None:
                 raise Unavailable("the workers are rebalancing their tables; try again in a moment")
-            if self._ident(owner) == here:
+            if self._ident(URL(owner)) == here:
                 local.append(key)
             else:
-                remote.setdefault(str(owner).rstrip("/"), []).append(key)
+                remote.setdefault(owner.rstrip("/"), []).append(key)
         values = self.read_local(table.name, local)
         for url, owner_keys in remote.items():
             values.update(await self._read_remote(url, table.name, owner_keys))
@@ -93,37 +94,21 @@ class WorkerTableReader:
         self.keys_read["remote"] += len(keys) - len(local)
         return values
 
-    def _partition(self, reducer: Reducer, key: str) -> int:
-        """The partition holding a key: the one its event came from. Student-scoped tables are
-        partitioned like the events topic (by student), the others like their repartition topic
-        (by the key); both with Kafka's default partitioner over the raw key. (Faust's own
-        ``router.key_store`` hashes the JSON-encoded table key, which is not where we put it.)"""
-        partition_key = key
-        if STUDENT in reducer.scope and len(reducer.scope) > 1:
-            partition_key = orjson.loads(key)[reducer.scope.index(STUDENT)]
-        return partition_of(self.settings, partition_key)
-
-    def _owners(self, table: faust.Table) -> dict[int, URL]:
-        """The worker actively holding each partition of a table, from Faust's assignment."""
-        topic = table.changelog_topic.get_topic_name()
-        return {
-            partition: URL(host)
-            for host, topics in self.app.router.table_metadata(table.name).items()
-            for partition in topics.get(topic, [])
-        }
-
     async def wait_restored(self) -> None:
-        """Wait until this worker's tables hold their whole changelogs again after a rebalance:
+        """Wait until this worker's stores hold their whole changelogs again after a rebalance:
         before, a store holds part of its values only."""
         try:
-            await asyncio.wait_for(self.app.tables.restored.wait(), RESTORE_TIMEOUT)
+            await asyncio.wait_for(self.engine.restored.wait(), RESTORE_TIMEOUT)
         except asyncio.TimeoutError:
-            raise Unavailable(f"worker {self.app.conf.canonical_url} is still restoring its tables "
+            raise Unavailable(f"worker {self.url} is still restoring its tables "
                               f"after a rebalance ({RESTORE_TIMEOUT:.0f} s); try again in a moment") from None
+
+    def table(self, table_name: str) -> Table | None:
+        return next((t for t in self.engine.tables.values() if t.name == table_name), None)
 
     def read_local(self, table_name: str, keys: list[str]) -> dict[str, dict | None]:
         """Values from this worker's table; `wait_restored` first."""
-        table = self.app.tables[table_name]
+        table = self.table(table_name)
         return {key: table.get(key) for key in keys}
 
     async def read_restored(self, table_name: str, keys: list[str]) -> dict[str, dict | None]:
@@ -158,16 +143,14 @@ class WorkerTableReader:
 class QueryService:
     """The query API of one worker."""
 
-    def __init__(self, app: faust.App, settings: Settings, tables: dict[str, faust.Table], reducers: list[Reducer],
-                 catalog: ExportCatalog) -> None:
-        self.app = app
+    def __init__(self, engine: Engine, settings: Settings, reducers: list[Reducer], catalog: ExportCatalog) -> None:
         self.settings = settings
         self.reducers = {reducer.id: reducer for reducer in reducers}
         self.catalog = catalog
         self.users = UserStore(settings.users_file)
         self.rosters = RosterTable(settings)
         self.hub = SubscriptionHub(settings, self.reducers)
-        self.reader = WorkerTableReader(app, settings, tables)
+        self.reader = WorkerTableReader(engine, settings)
         self.audit = EventProducer(settings)
         self.ready = asyncio.Event()
         self.connections = 0
@@ -331,7 +314,7 @@ class QueryService:
         elif request.remote not in LOOPBACK:
             raise web.HTTPForbidden(text="set LO_STREAM_CLUSTER_SECRET to read tables from another machine")
         body = orjson.loads(await request.read())
-        if body.get("table") not in self.app.tables:
+        if self.reader.table(body.get("table")) is None:
             raise web.HTTPNotFound(text=f"no table {body.get('table')!r} on this worker")
         try:
             values = await self.reader.read_restored(body["table"], list(body.get("keys") or []))
@@ -425,16 +408,15 @@ class _LiveQueryMetrics:
         yield keys_read
 
 
-def install_query_api(app: faust.App, settings: Settings, tables: dict[str, faust.Table], reducers: list[Reducer],
+def install_query_api(web_app: web.Application, settings: Settings, engine: Engine, reducers: list[Reducer],
                       catalog: ExportCatalog, metrics: CollectorRegistry) -> QueryService:
-    """Add the query API's routes to the worker's web server and start it with the worker."""
-    service = QueryService(app, settings, tables, reducers, catalog)
+    """Add the query API's routes to the worker's web server; the worker runs `QueryService.run`."""
+    service = QueryService(engine, settings, reducers, catalog)
     metrics.register(_LiveQueryMetrics(service))
-    router = app.web.web_app.router
+    router = web_app.router
     router.add_post("/api/query", service.post_query)
     router.add_get("/api/exports", service.get_exports)
     router.add_get("/api/courses", service.get_courses)
     router.add_post("/api/internal/read", service.internal_read)
     router.add_get("/wsapi/query", service.websocket)
-    app.task(service.run)
     return service

@@ -1,4 +1,4 @@
-"""RocksDB-backed Faust tables, one per reducer version, each with a changelog topic.
+"""Reducer tables: RocksDB (rocksdict) stores, one per reducer version and partition, each with a changelog topic.
 
 A table value is::
 
@@ -10,55 +10,31 @@ A table value is::
 same record as the state makes re-delivered events (at-least-once) harmless. A student's table
 has one source partition; a class-scoped one may have several.
 
-Every table is rebuildable from its changelog topic (``<app id>-<reducer id>-v<version>-changelog``):
-a worker that loses its local RocksDB files recovers the exact state on start. The changelog
-topics are also the change feed (see `lo_stream.tables.change_feed`).
+Every table is rebuildable from its changelog topic (``<prefix>-<reducer id>-v<version>-changelog``,
+compacted, keyed by the JSON-encoded table key, partitioned like the events topic): a worker that
+loses its local RocksDB files recovers the exact state on start (`lo_stream.tables.restore`). The
+changelog topics are also the change feed (`lo_stream.tables.change_feed`).
+
+The names and partitions derived from a reducer live here, once: its changelog, its repartition
+topic, and the partition that holds a key.
 """
 
 from __future__ import annotations
 
-import faust
+import orjson
 
-from lo_stream.reducers import Reducer
+from lo_stream.reducers import STUDENT, Reducer
 from lo_stream.settings import Settings
-from lo_stream.topics import TopicSpec
+from lo_stream.topics import TopicSpec, partition_of
 
-__all__ = ["changelog_spec", "changelog_topic", "reducer_table", "rocksdb_options"]
-
-MB = 1024 * 1024
-
-
-def reducer_table(app: faust.App, settings: Settings, reducer: Reducer) -> faust.Table:
-    """Declare the table of one reducer version: keyed by str, in RocksDB (rocksdict),
-    partitioned like the events topic. Missing keys read as None.
-
-    Faust names a changelog after its app (``<app id>-<table>-changelog``); a build lane is
-    another app (its own consumer group) that must write the very changelog the workers serve
-    later, so it names the topic explicitly (and `lo-stream worker` creates it first)."""
-    changelog = None
-    if app.conf.id != settings.app_id:
-        changelog = app.topic(
-            changelog_topic(settings, reducer), partitions=settings.partitions, compacting=True, deleting=False,
-            acks=False, internal=True, allow_empty=True,
-        )
-    return app.Table(
-        reducer.table_name,
-        default=None,
-        key_type=str,
-        partitions=settings.partitions,
-        changelog_topic=changelog,
-        options={"driver": "rocksdict", **rocksdb_options(settings)},
-    )
-
-
-def rocksdb_options(settings: Settings) -> dict[str, int]:
-    """The memory bounds of one table partition's RocksDB (Faust's `RocksDBOptions`). Faust's
-    defaults allow 3 write buffers of 64 MB and a 2 GB block cache per table partition: stores
-    for 5 tables on 4 partitions reached 1.4 GB after 6M writes, 0.6 GB with these bounds, at
-    the same speed (`bench/table_memory.py`, docs/benchmarks.md). Two write buffers of a quarter
-    each and a cache of half keep one under `settings.table_memory_mb`."""
-    budget = settings.table_memory_mb * MB
-    return {"write_buffer_size": budget // 4, "max_write_buffer_number": 2, "block_cache_size": budget // 2}
+__all__ = [
+    "changelog_key",
+    "changelog_spec",
+    "changelog_topic",
+    "key_partition",
+    "repartition_topic",
+    "table_key",
+]
 
 
 def changelog_topic(settings: Settings, reducer: Reducer) -> str:
@@ -67,6 +43,41 @@ def changelog_topic(settings: Settings, reducer: Reducer) -> str:
 
 
 def changelog_spec(settings: Settings, reducer: Reducer) -> TopicSpec:
-    """The changelog as `lo_stream.topics.ensure_topics` creates it before a worker starts: a
-    worker joining its group right after Faust created the topic could see it without partitions."""
+    """The changelog as `lo_stream.topics.ensure_topics` creates it before a worker starts."""
     return TopicSpec(changelog_topic(settings, reducer), settings.partitions, {"cleanup.policy": "compact"})
+
+
+def repartition_topic(group: str, reducer: Reducer) -> str:
+    """Where the events of a reducer not keyed by student are regrouped by its own key. Each
+    consumer group (the workers', a build lane's) has its own."""
+    return f"{group}-{reducer.table_name}-repartition"
+
+
+def changelog_key(key: str) -> bytes:
+    """A table key as its changelog record's key (JSON, as the change feed reads it).
+
+    >>> changelog_key("s1"), table_key(b'"s1"')
+    (b'"s1"', 's1')
+    """
+    return orjson.dumps(key)
+
+
+def table_key(record_key: bytes) -> str:
+    """A changelog record's key as the table key."""
+    return orjson.loads(record_key)
+
+
+def key_partition(settings: Settings, reducer: Reducer, key: str) -> int:
+    """The partition holding a table key: the one its events come from. Student-scoped tables are
+    partitioned like the events topic (by student), the others like their repartition topic (by
+    the key), both with Kafka's default partitioner over the raw key.
+
+    >>> s = Settings(partitions=4)
+    >>> r = Reducer("m.per_doc", print, scope=("student", "doc_id"))
+    >>> key_partition(s, r, '["ana","d1"]') == partition_of(s, "ana")
+    True
+    """
+    partition_key = key
+    if STUDENT in reducer.scope and len(reducer.scope) > 1:
+        partition_key = orjson.loads(key)[reducer.scope.index(STUDENT)]
+    return partition_of(settings, partition_key)

@@ -1,6 +1,6 @@
 """The change feed: every change of every reducer table, for any process that wants to follow it.
 
-Mechanism: the tables' changelog topics themselves. Faust already writes each table change
+Mechanism: the tables' changelog topics themselves. The engine already writes each table change
 there (that is how tables survive restarts), so following them costs no extra write on the hot
 path, can never disagree with the tables, and — being compacted — lets a new subscriber read
 the current value of every key first and then the live changes. A dedicated "changes" topic
