@@ -1,10 +1,10 @@
-"""Memory and speed of the tables' RocksDB stores: Faust's default options against lo_stream's.
+"""Memory and speed of the tables' RocksDB stores: the options Faust used against lo_stream's.
 
     python -m bench.table_memory [--tables 5] [--partitions 4] [--writes 6000000] [--keys 10000]
 
 A worker holds one RocksDB per table per partition. Each configuration runs in a fresh process
-that opens ``tables × partitions`` stores exactly as Faust does (`faust.stores.rocksdb.RocksDBOptions`,
-rocksdict) and, like a reducer, reads a student's value and writes it back changed, ``--writes``
+that opens ``tables × partitions`` rocksdict stores with the given memory bounds
+(`lo_stream.tables.store.StoreMemory`; Faust's: 3 write buffers of 64 MB, a 2 GB block cache) and, like a reducer, reads a student's value and writes it back changed, ``--writes``
 times over ``--keys`` students spread across the partitions (the writing module on 4 partitions:
 5 × 4 stores). Figures: the process's peak RSS and writes per second; ratios lo_stream / Faust.
 No Kafka is involved: this isolates what the store options cost.
@@ -25,17 +25,20 @@ import psutil
 
 from bench.harness import environment, ratio, save_result, student_name
 from lo_stream.settings import load_settings
-from lo_stream.tables import rocksdb_options
+from lo_stream.tables.store import MB, StoreMemory
 
 __all__ = ["measure"]
 
 
+FAUST_DEFAULTS = StoreMemory(64 * MB, 3, 2048 * MB)
+
+
 def _fill(options: dict, tables: int, partitions: int, writes: int, keys: int, directory: str) -> dict:
     """In this process: open the stores, read-modify-write `writes` times, report peak RSS and rate."""
-    from faust.stores.rocksdb import RocksDBOptions
+    from rocksdict import Rdict
 
-    store_options = RocksDBOptions(**options, use_rocksdict=True)
-    stores = [store_options.open(Path(directory) / f"table-{t}-partition-{p}.db")
+    store_options = StoreMemory(**options).options()
+    stores = [Rdict(str(Path(directory) / f"table-{t}-partition-{p}.db"), store_options)
               for t in range(tables) for p in range(partitions)]
     process = psutil.Process()
     peak = process.memory_info().rss
@@ -63,7 +66,7 @@ def _fill(options: dict, tables: int, partitions: int, writes: int, keys: int, d
 
 
 def measure(tables: int, partitions: int, writes: int, keys: int) -> dict:
-    configurations = {"faust_defaults": {}, "lo_stream": rocksdb_options(load_settings())}
+    configurations = {"faust_defaults": FAUST_DEFAULTS._asdict(), "lo_stream": StoreMemory.of(load_settings())._asdict()}
     runs = {}
     for name, options in configurations.items():
         with tempfile.TemporaryDirectory(prefix="lo-bench-rocksdb-") as directory:

@@ -97,8 +97,13 @@ def run_worker(settings: Settings) -> None:
     async def main() -> None:
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def stop(signum: signal.Signals) -> None:
+            logger.info("%s received: committing, then leaving the group", signum.name)
+            stopping.set()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stopping.set)
+            loop.add_signal_handler(signum, stop, signum)
         await Worker(settings).run(stopping)
 
     asyncio.run(main())
