@@ -65,11 +65,12 @@ __all__ = [
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-# Every competitor commits its consumer offsets this often (Faust's BROKER_COMMIT_INTERVAL,
-# Quix's commit_interval, the raw loop's own timer): the drain is timed on those commits.
+# Every competitor commits its consumer offsets this often (lo_stream's commit_interval, Quix's
+# commit_interval, Kafka Streams' commit.interval.ms, the raw loop's own timer): the drain is
+# timed on those commits.
 COMMIT_INTERVAL_S = 1.0
 POLL_S = 0.2
-PACKAGES = ("lo_stream", "faust-streaming", "aiokafka", "rocksdict", "orjson", "quixstreams", "confluent-kafka")
+PACKAGES = ("lo_stream", "aiokafka", "rocksdict", "orjson", "quixstreams", "confluent-kafka")
 # Coprime with every S we use (powers of 10): message m goes to student (m * STRIDE) % S, so each
 # student gets the same number of messages, scattered over the topic.
 STRIDE = 7919
@@ -288,7 +289,7 @@ def worker_env(work: Path) -> dict[str, str]:
     dist_info.mkdir(parents=True, exist_ok=True)
     (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: lo-bench-workshop\nVersion: 0.0.0\n")
     (dist_info / "entry_points.txt").write_text("[lo_stream.modules]\nworkshop = bench.workshop\n")
-    return {"PYTHONPATH": os.pathsep.join([str(path), str(REPO)]), "BROKER_COMMIT_INTERVAL": str(COMMIT_INTERVAL_S)}
+    return {"PYTHONPATH": os.pathsep.join([str(path), str(REPO)]), "LO_STREAM_COMMIT_INTERVAL": str(COMMIT_INTERVAL_S)}
 
 
 class ProcessTreeSampler:

@@ -8,7 +8,9 @@ from collections import Counter, defaultdict
 
 import aiohttp
 import numpy as np
+import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from lo_stream.topics import ensure_topics
 from tests.support import ServiceProcess, envelope, lo_stream_command, produce, read_topic, state_only, wait_for_table
@@ -142,3 +144,53 @@ async def scrape_metrics(port: int) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)
     return samples
+
+
+async def test_poison_messages_are_dead_lettered_and_their_neighbours_counted(settings, sample_module, tmp_path):
+    """Messages that once crashed or stalled the worker: a key that is not UTF-8, an event name that
+    is an object or a list, a tombstone, and an event nested 300 deep (it decodes, but no JSON
+    encoder writes it back: the reducer that raises on it and the class-scoped forward must still
+    dead-letter it, with the bytes as sent)."""
+    await ensure_topics(settings)
+    deep = b'{"d":' * 300 + b"1" + b"}" * 300  # orjson reads 1,024 levels, writes 255
+    good = [(f"s{i % 10:03d}", envelope(f"s{i % 10:03d}", event="keystroke", timestamp=i, class_id="c1"))
+            for i in range(300)]
+    poison = [
+        (b"\xff\xfe", orjson.dumps(envelope("s000", event="keystroke", timestamp=1))),
+        (b"s001", orjson.dumps(envelope("s001", event={"name": "keystroke"}, timestamp=1))),
+        (b"s002", orjson.dumps([envelope("s002", event="keystroke"), envelope("s002", event=["keystroke"])])),
+        (b"s003", None),
+        (b"s004", orjson.dumps(envelope("s004", event="word_count", words="many", class_id="c1", deep="~"))
+         .replace(b'"~"', deep)),
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        messages = [(k.encode(), orjson.dumps(v)) for k, v in good[:150]] + poison + [
+            (k.encode(), orjson.dumps(v)) for k, v in good[150:]]
+        for key, value in messages:
+            await producer.send_and_wait(settings.topics.events, value, key=key)
+    finally:
+        await producer.stop()
+
+    expected = dict(Counter(student for student, _ in good))
+    expected["s004"] += 1  # the deep event is an event: counted
+    worker = ServiceProcess(settings, tmp_path / "worker.log").start()
+    try:
+        await wait_for_table(settings, "lo_stream.writing.event_count-v1", {s: {"count": n} for s, n in expected.items()},
+                             worker, project=state_only)
+        await wait_for_table(settings, "lo_sample.class_activity-v1", {"c1": 300}, worker,
+                             project=lambda v: v["state"]["events"])
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    dead = [value for _, value in await read_topic(settings, settings.topics.dead_letters, latest_per_key=False)]
+    reasons = sorted(d["reason"] for d in dead)
+    assert len(dead) == 6, reasons
+    assert "malformed event: its key is not UTF-8 text: key events by metadata.auth.safe_user_id" in reasons
+    assert "malformed event: the envelope: client.event is a JSON object, not a string" in reasons
+    assert "malformed event: envelope 1: client.event is a JSON array, not a string" in reasons
+    assert "malformed event: a message without a value (a tombstone) on the events topic" in reasons
+    raised = next(d for d in dead if d["reason"] == "reducer raised")
+    assert raised["reducer"] == "lo_sample.fragile_word_total" and '"words":"many"' in raised["raw"]
+    forwarded = next(d for d in dead if d["reason"] == "event cannot be forwarded")
+    assert forwarded["reducer"] == "lo_sample.class_activity" and forwarded["raw"] == raised["raw"]

@@ -277,12 +277,20 @@ class Engine:
             for key, key_items in by_key.items():
                 try:
                     records.append((key.encode(), orjson.dumps([item._asdict() for item in key_items])))
-                except orjson.JSONEncodeError as exc:
-                    for item in key_items:
-                        await self._dead_letter(tp.partition, "event cannot be forwarded", raw[item.offset],
-                                                topic=tp.topic, partition=tp.partition, offset=item.offset,
-                                                reducer=reducer.id, error=str(exc))
+                except orjson.JSONEncodeError:  # one event no encoder writes back: forward the others
+                    records.append((key.encode(), await self._forwardable(reducer, tp, key_items, raw)))
             await self.outbox.send(tp.partition, topic, target, records)
+
+    async def _forwardable(self, reducer: Reducer, tp: TopicPartition, items: list[Item], raw: dict[int, bytes]) -> bytes:
+        """The items of one key as a repartition record, dead-lettering each that cannot be encoded."""
+        encoded = []
+        for item in items:
+            try:
+                encoded.append(orjson.dumps(item._asdict()))
+            except orjson.JSONEncodeError as exc:
+                await self._dead_letter(tp.partition, "event cannot be forwarded", raw[item.offset], topic=tp.topic,
+                                        partition=tp.partition, offset=item.offset, reducer=reducer.id, error=str(exc))
+        return b"[" + b",".join(encoded) + b"]"
 
     async def _apply(self, reducer: Reducer, tp: TopicPartition, items: list[Item], raw: dict[int, bytes]) -> None:
         """Fold a batch's items into a reducer's table partition and stage the changed entries."""
