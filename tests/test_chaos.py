@@ -87,12 +87,15 @@ class EventStream:
             await producer.stop()
 
 
-async def independent_count(settings) -> dict[str, dict]:
-    """Per student, the number of events in the events topic: what event_count must hold."""
+async def assert_counts_match_the_topic(settings, worker: ServiceProcess) -> None:
+    """Every student's event_count equals the number of their events in the events topic (an
+    independent count): nothing lost, nothing counted twice."""
     counts: Counter[str] = Counter()
     for key, value in await read_topic(settings, settings.topics.events, latest_per_key=False):
         counts[key.decode()] += len(value) if isinstance(value, list) else 1
-    return {student: {"count": n} for student, n in counts.items()}
+    assert sum(counts.values()) > 1000
+    expected = {student: {"count": n} for student, n in counts.items()}
+    await wait_for_table(settings, EVENT_COUNT, expected, worker, timeout=180, project=lambda v: v["state"])
 
 
 async def first_events_applied(worker: ServiceProcess, settings, since: float, timeout: float = 120) -> float:
@@ -138,9 +141,7 @@ async def test_kill_9_store_loss_and_a_broker_restart_lose_and_double_nothing(ch
     finally:
         await events.stop()
     try:
-        expected = await independent_count(settings)
-        assert sum(v["count"] for v in expected.values()) > 1000
-        await wait_for_table(settings, EVENT_COUNT, expected, worker, timeout=180, project=lambda v: v["state"])
+        await assert_counts_match_the_topic(settings, worker)
     finally:
         assert worker.stop() == 0, worker.log_tail()
     report = {"guarantee": guarantee, "seconds_to_first_event_after_kill_9": [round(s, 2) for s in restarts]}
@@ -171,9 +172,7 @@ async def test_workers_joining_and_leaving_lose_and_double_nothing(chaos_setting
     finally:
         await events.stop()
     try:
-        expected = await independent_count(settings)
-        assert sum(v["count"] for v in expected.values()) > 1000
-        await wait_for_table(settings, EVENT_COUNT, expected, first, timeout=180, project=lambda v: v["state"])
+        await assert_counts_match_the_topic(settings, first)
     finally:
         for worker in (first, second):
             if worker.process is not None and worker.process.poll() is None:
