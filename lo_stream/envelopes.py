@@ -80,8 +80,11 @@ class MalformedEventError(ValueError):
 
 
 def student_of(envelope: dict) -> object:
-    auth = envelope.get("metadata", {}).get("auth") if isinstance(envelope.get("metadata"), dict) else None
-    return auth.get("safe_user_id") if isinstance(auth, dict) else None
+    """``metadata.auth.safe_user_id`` (not checked to be a string), or None where the path is missing."""
+    try:
+        return envelope["metadata"]["auth"]["safe_user_id"]
+    except (KeyError, TypeError, IndexError):  # a missing field, or a JSON value that is not an object
+        return None
 
 
 def decode_envelopes(value: bytes | None, key: str | None) -> list[dict]:
@@ -95,24 +98,40 @@ def decode_envelopes(value: bytes | None, key: str | None) -> list[dict]:
     envelopes = decoded if isinstance(decoded, list) else [decoded]
     if not envelopes:
         raise MalformedEventError("an empty list of envelopes")
+    for envelope in envelopes:  # the common case, checked cheaply; `_check` says what is wrong
+        try:
+            client = envelope["client"]
+            if type(client) is not dict or envelope["metadata"]["auth"]["safe_user_id"] != key or not key:
+                break
+        except (KeyError, TypeError, IndexError):
+            break
+        event, source = client.get("event"), client.get("source")
+        if (event is not None and type(event) is not str) or (source is not None and type(source) is not str):
+            break
+    else:
+        return envelopes
     for position, envelope in enumerate(envelopes):
-        where = f"envelope {position}" if isinstance(decoded, list) else "the envelope"
-        if not isinstance(envelope, dict):
-            raise MalformedEventError(f"{where} is a JSON {type(envelope).__name__}, not an object")
-        if not isinstance(envelope.get("client"), dict):
-            raise MalformedEventError(f"{where} has no 'client' object (the event as sent)")
-        problem = client_problem(envelope["client"])
-        if problem:
-            raise MalformedEventError(f"{where}: {problem}")
-        student = student_of(envelope)
-        if not isinstance(student, str) or not student:
-            raise MalformedEventError(f"{where} has no metadata.auth.safe_user_id")
-        if student != key:
-            raise MalformedEventError(
-                f"{where} is for student {student!r} but the message is keyed {key!r}: "
-                "key events by metadata.auth.safe_user_id"
-            )
+        _check(envelope, key, f"envelope {position}" if isinstance(decoded, list) else "the envelope")
     return envelopes
+
+
+def _check(envelope: Any, key: str | None, where: str) -> None:
+    """Raise MalformedEventError saying what makes `envelope` unusable for a message keyed `key`."""
+    if not isinstance(envelope, dict):
+        raise MalformedEventError(f"{where} is a JSON {type(envelope).__name__}, not an object")
+    if not isinstance(envelope.get("client"), dict):
+        raise MalformedEventError(f"{where} has no 'client' object (the event as sent)")
+    problem = client_problem(envelope["client"])
+    if problem:
+        raise MalformedEventError(f"{where}: {problem}")
+    student = student_of(envelope)
+    if not isinstance(student, str) or not student:
+        raise MalformedEventError(f"{where} has no metadata.auth.safe_user_id")
+    if student != key:
+        raise MalformedEventError(
+            f"{where} is for student {student!r} but the message is keyed {key!r}: "
+            "key events by metadata.auth.safe_user_id"
+        )
 
 
 def client_problem(client: dict) -> str | None:

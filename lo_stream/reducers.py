@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import inspect
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Awaitable, Callable, Iterable, Iterator, Sequence, Union
 
 import orjson
@@ -24,6 +25,7 @@ import orjson
 from lo_stream.envelopes import student_of
 
 __all__ = [
+    "PLAIN_STATES",
     "STUDENT",
     "DuplicateReducerError",
     "Reducer",
@@ -37,6 +39,9 @@ __all__ = [
 
 STUDENT = "student"
 """The scope field naming the student: the envelope's ``metadata.auth.safe_user_id``."""
+
+PLAIN_STATES = frozenset({dict, list, str, int, float, bool, type(None)})
+"""Types of a function's result that are the next state as they are (no awaitable, no pair)."""
 
 ReducerFunction = Callable[[dict, Any], Union[Any, Awaitable[Any]]]
 
@@ -98,13 +103,28 @@ class Reducer:
         """Events are keyed by student; a scope without the student must be regrouped."""
         return STUDENT not in self.scope
 
+    @cached_property
+    def wants_all(self) -> bool:
+        """No sources and no event types named: every event is for this reducer."""
+        return not self.sources and not self.event_types
+
     def wants(self, envelope: dict) -> bool:
+        if self.wants_all:
+            return True
         client = envelope.get("client", {})
         if self.sources and client.get("source") not in self.sources:
             return False
         return not self.event_types or client.get("event") in self.event_types
 
+    @cached_property
+    def per_student(self) -> bool:
+        """Its scope is the student alone (the key of the events topic's messages)."""
+        return self.scope == (STUDENT,)
+
     def key(self, envelope: dict) -> str | None:
+        if self.per_student:
+            student = student_of(envelope)
+            return student if type(student) is str else _scope_value(envelope, STUDENT)
         values = [_scope_value(envelope, name) for name in self.scope]
         if any(value is None for value in values):
             return None
@@ -116,6 +136,12 @@ class Reducer:
     async def apply(self, envelope: dict, state: Any) -> Any:
         """Run the function; accept Learning Observer's ``(internal, external)`` pair (internal is kept)."""
         result = self.function(envelope, state)
+        return result if type(result) in PLAIN_STATES else await self.settle(result)
+
+    @staticmethod
+    async def settle(result: Any) -> Any:
+        """The next state from what the function returned: awaited if an async function's, and the
+        internal half of a Learning Observer ``(internal, external)`` pair."""
         if inspect.isawaitable(result):
             result = await result
         if isinstance(result, tuple) and len(result) == 2:

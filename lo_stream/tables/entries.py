@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, NamedTuple
 
-from lo_stream.reducers import Reducer
+from lo_stream.reducers import PLAIN_STATES, Reducer
 
 __all__ = ["Failure", "Folded", "Item", "fold", "items_for"]
 
@@ -29,12 +29,24 @@ class Item(NamedTuple):
     index: int  # position in a batch message
 
 
-def items_for(reducer: Reducer, envelopes: list[dict], partition: int, offset: int) -> list[Item]:
-    """The items of one message a reducer wants, each under the key of its scope."""
+_new_item = tuple.__new__  # Item's own constructor, without the Python-level __new__ of a NamedTuple
+
+
+def items_for(reducer: Reducer, envelopes: list[dict], partition: int, offset: int,
+              student: str | None = None) -> list[Item]:
+    """The items of one message a reducer wants, each under the key of its scope.
+
+    `student`: the message's key, where every envelope was checked to be that student's
+    (`lo_stream.envelopes.decode_envelopes`); then a reducer kept per student and wanting every
+    event takes them all under that key without looking at each."""
+    source = str(partition)
+    if student is not None and reducer.per_student and reducer.wants_all:
+        return [_new_item(Item, (student, envelope, source, offset, index)) for index, envelope in enumerate(envelopes)]
+    wants, key_of = reducer.wants, reducer.key
     return [
-        Item(key, envelope, str(partition), offset, index)
+        _new_item(Item, (key, envelope, source, offset, index))
         for index, envelope in enumerate(envelopes)
-        if reducer.wants(envelope) and (key := reducer.key(envelope)) is not None
+        if wants(envelope) and (key := key_of(envelope)) is not None
     ]
 
 
@@ -55,27 +67,71 @@ class Folded:
 
 
 async def fold(reducer: Reducer, items: Iterable[Item], entry_of: Callable[[str], dict | None]) -> Folded:
-    """Apply items in order to the current entries (`entry_of(key)`); return the new entries by key."""
-    folded = Folded()
-    changed = folded.changed
+    """Apply items in order to the current entries (`entry_of(key)`); return the new entries by key.
+
+    Keys are independent, so each key's items are folded together: its entry is read once and
+    built once, however many items it has."""
+    items = items if isinstance(items, list) else list(items)
+    by_key: dict[str, list[Item]] = {}
+    last_key, same_key = None, None
     for item in items:
-        entry = changed.get(item.key) or entry_of(item.key)
-        applied = entry["applied"] if entry else {}
-        done = applied.get(item.partition)
-        if done is not None and [item.offset, item.index] <= done:
-            folded.redelivered += 1
-            continue  # applied before a restart, a rebalance or a rewind
+        if item[0] != last_key:  # items of one key often come in a row (one message's)
+            last_key = item[0]
+            same_key = by_key.get(last_key)
+            if same_key is None:
+                same_key = by_key[last_key] = []
+        same_key.append(item)  # type: ignore[union-attr]
+    folded = Folded()
+    function, settle = reducer.function, reducer.settle
+    applied = redelivered = 0
+    for key, same_key in by_key.items():
+        entry = entry_of(key)
         state: Any = entry["state"] if entry else reducer.initial_state()
-        try:
-            state = await reducer.apply(item.envelope, state)
-        except Exception as exc:  # a researcher's function: its failure must not stop the stream
-            folded.failures.append(Failure(item, f"{type(exc).__name__}: {exc}"))
-            continue
-        folded.applied += 1
-        changed[item.key] = {
-            "state": state,
-            "offset": item.offset,
-            "partition": int(item.partition),
-            "applied": {**applied, item.partition: [item.offset, item.index]},
-        }
+        marks: dict[str, Any] = dict(entry["applied"]) if entry else {}
+        last = None
+        for item in same_key:
+            _, envelope, partition, offset, index = item
+            done = marks.get(partition)
+            if done is not None and (offset < done[0] or (offset == done[0] and index <= done[1])):
+                redelivered += 1
+                continue  # applied before a restart, a rebalance or a rewind
+            try:
+                result = function(envelope, state)
+                if type(result) not in PLAIN_STATES:  # an async function's awaitable, or a pair
+                    result = await settle(result)
+            except Exception as exc:  # a researcher's function: its failure must not stop the stream
+                folded.failures.append(Failure(item, f"{type(exc).__name__}: {exc}"))
+                if entry is None and last is None:  # a key's state is a fresh copy until an event is applied
+                    state = reducer.initial_state()
+                continue
+            state = result
+            marks[partition] = (offset, index)
+            last = item
+            applied += 1
+        if last is not None:
+            folded.changed[key] = {
+                "state": state,
+                "offset": last.offset,
+                "partition": int(last.partition),
+                "applied": {partition: [mark[0], mark[1]] for partition, mark in marks.items()},
+            }
+    folded.applied, folded.redelivered = applied, redelivered
+    if len(folded.failures) > 1:
+        folded.failures = _in_order(folded.failures, items)
     return folded
+
+
+def _in_order(failures: list[Failure], items: list[Item]) -> list[Failure]:
+    """Failures in the order of their items in the batch, not grouped by key (an item given twice
+    may fail twice: its n-th failure takes its n-th place)."""
+    places: dict[int, list[int]] = {}
+    for place, item in enumerate(items):
+        places.setdefault(id(item), []).append(place)
+    taken: dict[int, int] = {}
+
+    def place_of(failure: Failure) -> int:
+        n = taken.get(id(failure.item), 0)
+        taken[id(failure.item)] = n + 1
+        return places[id(failure.item)][n]
+
+    return [failure for _, failure in sorted((place_of(f), f) for f in failures)]

@@ -1,0 +1,100 @@
+"""`fold`, the one piece of logic the worker and offline mode share: a batch folded at once gives
+the very entries that folding its items one at a time gives, whatever the keys, failures and
+re-deliveries in it."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from lo_stream.reducers import ReducerRegistry, event_reducer, student_event_reducer
+from lo_stream.tables.entries import Item, fold, items_for
+from tests.support import envelope
+
+own = ReducerRegistry()
+
+
+@student_event_reducer(null_state={"n": 0, "seen": []}, registry=own)
+async def picky(event, state):
+    if event["client"].get("bad"):
+        state["seen"].append("half-done")  # changed in place, then raised: the change stays, as in Python
+        raise ValueError("cannot take this one")
+    return {"n": state["n"] + 1, "seen": [*state["seen"], event["client"]["timestamp"]]}
+
+
+@event_reducer(scope=("student", "doc_id"), null_state=0, events="keystroke", registry=own)
+def per_document(event, state):
+    return state + 1, {"external": "half"}  # Learning Observer's (internal, external) pair
+
+
+PICKY = own.get(f"{__name__}.picky")
+PER_DOCUMENT = own.get(f"{__name__}.per_document")
+
+
+async def fold_one_by_one(reducer, items, entries):
+    failures = []
+    for item in items:
+        folded = await fold(reducer, [item], entries.get)
+        entries.update(folded.changed)
+        failures += [failure.item for failure in folded.failures]
+    return entries, failures
+
+
+def random_batch(rng: random.Random, messages: int) -> list[Item]:
+    """Messages of 1-4 events of three students on two partitions, some bad, some delivered twice."""
+    items = []
+    for offset in range(messages):
+        student = rng.choice(["ana", "bo", "cy"])
+        events = [envelope(student, event=rng.choice(["keystroke", "save"]), timestamp=offset * 10 + i,
+                           doc_id=rng.choice(["d1", "d2"]), bad=rng.random() < 0.1) for i in range(rng.randint(1, 4))]
+        for reducer in (PICKY, PER_DOCUMENT):
+            items += items_for(reducer, events, offset % 2, offset)
+    duplicates = rng.sample(items, len(items) // 5)  # re-forwarded after a failed commit, in the same batch
+    return items + duplicates
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_a_batch_folded_at_once_equals_its_items_folded_one_by_one(seed):
+    rng = random.Random(seed)
+    first, second = random_batch(rng, 40), random_batch(rng, 40)
+    for reducer in (PICKY, PER_DOCUMENT):
+        mine = [item for item in first + second if reducer.wants(item.envelope)]
+        expected, expected_failures = await fold_one_by_one(reducer, [i for i in first if i in mine], {})
+        expected, more_failures = await fold_one_by_one(reducer, [i for i in second if i in mine], expected)
+        entries: dict = {}
+        failures = []
+        for batch in (first, second):
+            folded = await fold(reducer, [i for i in batch if i in mine], entries.get)
+            entries.update(folded.changed)
+            failures += [failure.item for failure in folded.failures]
+        assert entries == expected
+        assert failures == expected_failures + more_failures
+
+
+async def test_an_async_reducer_raising_keeps_the_state_before_the_event_and_goes_on():
+    events = [envelope("ana", event="x", timestamp=1), envelope("ana", event="x", timestamp=2, bad=True),
+              envelope("ana", event="x", timestamp=3), envelope("bo", event="x", timestamp=4, bad=True)]
+    items = items_for(PICKY, events[:3], 0, 7) + items_for(PICKY, events[3:], 0, 8)
+    folded = await fold(PICKY, items, lambda key: None)
+    assert folded.changed == {"ana": {"state": {"n": 2, "seen": [1, "half-done", 3]}, "offset": 7, "partition": 0,
+                                      "applied": {"0": [7, 2]}}}
+    assert [(f.item.key, f.item.index, f.error) for f in folded.failures] == [
+        ("ana", 1, "ValueError: cannot take this one"), ("bo", 0, "ValueError: cannot take this one")]
+    assert (folded.applied, folded.redelivered) == (2, 0)
+
+
+async def test_events_at_or_before_a_keys_applied_mark_are_skipped():
+    entry = {"state": 5, "offset": 3, "partition": 1, "applied": {"1": [3, 1], "0": [9, 0]}}
+    events = [envelope("ana", event="keystroke", doc_id="d", timestamp=i) for i in range(3)]
+    items = items_for(PER_DOCUMENT, events, 1, 3) + items_for(PER_DOCUMENT, events[:1], 1, 4)
+    folded = await fold(PER_DOCUMENT, items, {'["ana","d"]': entry}.get)
+    assert folded.changed == {'["ana","d"]': {"state": 7, "offset": 4, "partition": 1,
+                                              "applied": {"1": [4, 0], "0": [9, 0]}}}
+    assert (folded.applied, folded.redelivered) == (2, 2)
+
+
+def test_a_messages_student_is_taken_as_the_key_only_by_reducers_kept_per_student():
+    events = [envelope("ana", event="keystroke", doc_id="d"), envelope("ana", event="save", doc_id="d")]
+    assert [item.key for item in items_for(PICKY, events, 0, 1, student="ana")] == ["ana", "ana"]
+    assert [item.key for item in items_for(PER_DOCUMENT, events, 0, 1, student="ana")] == ['["ana","d"]']
