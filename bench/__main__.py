@@ -32,13 +32,12 @@ from bench.throughput import run_competitor, throughput_ratios
 from tests.support import free_port
 
 MODES = {
-    # writing_single: events of lo_stream's writing module on one event per message (~340 events/s:
-    # 1M would take 50 minutes).
+    # writing_single: events of lo_stream's writing module (five reducers) on one event per message.
     "quick": {"single_events": 20_000, "packed_events": 100_000, "students": (1_000, 10_000, 100_000),
-              "writing_single": 0, "latency_seconds": {1_000: 5, 10_000: 2}, "gateway_seconds": 8,
+              "writing_single": 20_000, "latency_seconds": {1_000: 5, 10_000: 2}, "gateway_seconds": 8,
               "browser_seconds": {100: 20}},
     "full": {"single_events": 1_000_000, "packed_events": 1_000_000, "students": (1_000, 10_000, 100_000, 1_000_000),
-             "writing_single": 100_000, "latency_seconds": {1_000: 30, 10_000: 20}, "gateway_seconds": 30,
+             "writing_single": 500_000, "latency_seconds": {1_000: 30, 10_000: 20}, "gateway_seconds": 30,
              "browser_seconds": {100: 30, 1_000: 30}},
 }
 SECTIONS = ("throughput", "scale", "latency", "gateway", "browser")
@@ -52,7 +51,7 @@ async def throughput(broker: str, work: Path, mode: dict, progress: Progress) ->
     runs = []
     workshop = [("raw", "at_least_once", "workshop"), ("lo_stream", "at_least_once", "workshop"),
                 ("quix", "at_least_once", "workshop"), ("kstreams", "at_least_once", "workshop")]
-    shapes = [(1, mode["single_events"], workshop),
+    shapes = [(1, mode["single_events"], [*workshop, ("lo_stream", "exactly_once", "workshop")]),
               (PACKED, mode["packed_events"], [*workshop, ("lo_stream", "at_least_once", "writing"),
                                                 ("lo_stream", "exactly_once", "workshop"),
                                                 ("quix", "exactly_once", "workshop"),

@@ -59,15 +59,22 @@ FOLLOW_TIMEOUT_S = 120
 """How long after the last event is sent the subscriber waits for the changes still to come."""
 
 
-async def paced(rate: float, total: int) -> AsyncIterator[int]:
-    """0 .. total-1, the i-th at start + i / rate."""
-    start = time.monotonic()
-    for i in range(total):
-        await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
-        yield i
+class Paced:
+    """0 .. total-1, the i-th at start + i / rate; `achieved` is the rate the sender really kept
+    (it falls behind when the machine cannot send that fast)."""
+
+    def __init__(self, rate: float, total: int) -> None:
+        self.rate, self.total, self.achieved = rate, total, 0.0
+
+    async def __aiter__(self) -> AsyncIterator[int]:
+        start = time.monotonic()
+        for i in range(self.total):
+            await asyncio.sleep(max(0.0, start + i / self.rate - time.monotonic()))
+            yield i
+        self.achieved = self.total / max(time.monotonic() - start, 1e-9)
 
 
-async def via_producer(settings, rate: float, seconds: float, students: int, log_dir: Path) -> list[float]:
+async def via_producer(settings, rate: float, seconds: float, students: int, log_dir: Path) -> tuple[list[float], float]:
     await ensure_topics(settings)
     load_modules()
     reducer = registry.get("lo_stream.writing.typing_speed")
@@ -87,7 +94,8 @@ async def via_producer(settings, rate: float, seconds: float, students: int, log
                         return
 
             following = asyncio.create_task(follow())
-            async for i in paced(rate, total):
+            pace = Paced(rate, total)
+            async for i in pace:
                 student = f"s{i % students}"
                 event = envelope(student, event="keystroke", timestamp=time.time() * 1000)
                 await producer.send(settings.topics.events, key=student.encode(), value=orjson.dumps(event))
@@ -95,7 +103,7 @@ async def via_producer(settings, rate: float, seconds: float, students: int, log
             await asyncio.wait_for(following, timeout=120)
     finally:
         worker.stop()
-    return latencies
+    return latencies, pace.achieved
 
 
 async def warm_up(settings, producer, feed) -> None:
@@ -107,7 +115,7 @@ async def warm_up(settings, producer, feed) -> None:
             return
 
 
-async def via_gateway(settings, rate: float, seconds: float, students: int, log_dir: Path) -> list[float]:
+async def via_gateway(settings, rate: float, seconds: float, students: int, log_dir: Path) -> tuple[list[float], float]:
     await ensure_topics(settings)
     names = [student_name(i) for i in range(students)]
     await write_course(settings, {"course_id": COURSE, "name": "Bench", "teachers": []},
@@ -138,7 +146,8 @@ async def via_gateway(settings, rate: float, seconds: float, students: int, log_
                             latencies.append(now - pending.popleft())
 
             following = asyncio.create_task(follow())
-            async for i in paced(rate, total):
+            pace = Paced(rate, total)
+            async for i in pace:
                 name = names[i % students]
                 event = keystroke(name)
                 sent[name].append(event["timestamp"])
@@ -152,7 +161,7 @@ async def via_gateway(settings, rate: float, seconds: float, students: int, log_
     finally:
         gateway.stop()
         worker.stop()
-    return latencies
+    return latencies, pace.achieved
 
 
 async def first_result(subscriber: aiohttp.ClientWebSocketResponse) -> None:
@@ -181,11 +190,12 @@ def run(via: str, rate: float, seconds: float, students: int) -> dict:
         settings = bench_settings(broker, work, f"latency-{via}", gateway_port=free_port(),
                                   gateway_insecure_identity=True, modules="writing")
         measure = via_gateway if via == "gateway" else via_producer
-        latencies = asyncio.run(measure(settings, rate, seconds, students, work))
+        latencies, achieved = asyncio.run(measure(settings, rate, seconds, students, work))
         result = {
             "benchmark": "change_feed_latency" if via == "producer" else "gateway_to_query_latency",
             **environment(broker),
             "rate_events_per_s": rate,
+            "sent_events_per_s": round(achieved, 1),  # below the rate: the sender could not keep it
             "events": int(rate * seconds),
             "events_seen": len(latencies),  # the rest did not show within FOLLOW_TIMEOUT_S of the last send
             "students": students,

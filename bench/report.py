@@ -9,7 +9,7 @@ import argparse
 
 import orjson
 
-from bench.harness import RESULTS
+from bench.harness import RESULTS, ratio
 from bench.throughput import throughput_ratios
 
 __all__ = ["tables"]
@@ -54,6 +54,7 @@ def tables(mode: str) -> str:
                 out.append(f"| {_shape(r['events_per_message'])} | {r['guarantee']} | {r['lo_stream_over_raw']} | "
                            f"{r['lo_stream_over_quix']} | {r['lo_stream_over_kstreams']} | {r['per_cpu_lo_stream_over_raw']} | "
                            f"{r['per_cpu_lo_stream_over_quix']} | {r['per_cpu_lo_stream_over_kstreams']} |")
+        out += _own_ratios(throughput["runs"])
         others = [r for r in ratios if any(r[k] is not None for k in ("quix_over_raw", "kstreams_over_raw"))]
         if others:
             out += ["", "| data | guarantee | Quix / raw | Kafka Streams / raw | per CPU-s: Quix / raw | Kafka Streams / raw |",
@@ -71,11 +72,13 @@ def tables(mode: str) -> str:
         out += ["", f"lo_stream slowest / fastest across S: {scale['lo_stream_slowest_over_fastest']}", ""]
     latencies = sorted((RESULTS.glob("gateway_query_latency-*.json")), key=lambda p: float(p.stem.rsplit("-", 1)[1]))
     if latencies:
-        out += ["| date | rate (events/s) | events sent | seen | p50 (ms) | p90 | p99 | max |", "|---|---|---|---|---|---|---|---|"]
+        out += ["| date | rate (events/s) | sent (events/s) | events sent | seen | p50 (ms) | p90 | p99 | max |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for path in latencies:
             r = orjson.loads(path.read_bytes())
             ms = r["latency_ms"]
-            out.append(f"| {r['date']} | {r['rate_events_per_s']:,.0f} | {r['events']:,} | {r['events_seen']:,} | "
+            sent = f"{r['sent_events_per_s']:,.0f}" if "sent_events_per_s" in r else "not recorded"
+            out.append(f"| {r['date']} | {r['rate_events_per_s']:,.0f} | {sent} | {r['events']:,} | {r['events_seen']:,} | "
                        f"{ms['p50']:,} | {ms['p90']:,} | {ms['p99']:,} | {ms['max']:,} |")
         out.append("")
     gateway = _load(f"gateway-{mode}")
@@ -85,6 +88,36 @@ def tables(mode: str) -> str:
                 f"{g['seconds']:g} s, window {g['window']}); gateway CPU {g['gateway_cpu_s']} s, "
                 f"peak RSS {g['gateway_peak_rss_mb']} MB.", ""]
     return "\n".join(out)
+
+
+def _own_ratios(runs: list[dict]) -> list[str]:
+    """lo_stream against itself and the floor, per data shape: exactly-once over at-least-once
+    (workshop), and the `writing` module over the raw loop's workshop rate; events per CPU-second.
+
+    >>> runs = [{"competitor": c, "workload": w, "guarantee": g, "events_per_message": 1, "events_per_cpu_s": s}
+    ...         for c, w, g, s in (("raw", "workshop", "at_least_once", 100.0), ("lo_stream", "workshop", "at_least_once", 80.0),
+    ...                            ("lo_stream", "workshop", "exactly_once", 60.0), ("lo_stream", "writing", "at_least_once", 30.0))]
+    >>> _own_ratios(runs)[-1]
+    '| 1 event / message | 0.75 | 0.3 |'
+    """
+
+    def rate(competitor: str, workload: str, guarantee: str, per_message: int) -> float | None:
+        return next((r["events_per_cpu_s"] for r in runs if not r.get("skipped") and r["competitor"] == competitor
+                     and r["workload"] == workload and r["guarantee"] == guarantee
+                     and r["events_per_message"] == per_message), None)
+
+    rows = []
+    for per_message in sorted({r["events_per_message"] for r in runs}):
+        at_least_once = rate("lo_stream", "workshop", "at_least_once", per_message)
+        exactly_once = ratio(rate("lo_stream", "workshop", "exactly_once", per_message), at_least_once)
+        writing = ratio(rate("lo_stream", "writing", "at_least_once", per_message),
+                        rate("raw", "workshop", "at_least_once", per_message))
+        if exactly_once is not None or writing is not None:
+            rows.append(f"| {_shape(per_message)} | {exactly_once} | {writing} |")
+    if not rows:
+        return []
+    return ["", "| data | per CPU-s: lo_stream exactly-once / at-least-once | lo_stream `writing` / raw workshop |",
+            "|---|---|---|", *rows]
 
 
 def main() -> None:
