@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from lo_stream.connectors.auth import TokenStore
@@ -37,7 +37,7 @@ from lo_stream.connectors.producer import EventProducer
 from lo_stream.envelopes import Identity, make_envelope
 from lo_stream.settings import Settings
 
-__all__ = ["Gateway", "RejectedEvent", "validate_event"]
+__all__ = ["Gateway", "RejectedEvent", "decode_event", "lock_fields", "nesting", "validate_event"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,12 @@ INSECURE_PROVIDENCE = "tsu"  # LO's name: test script, unauthenticated
 MAX_BATCH_EVENTS = 500
 # How much of an oversize input a dead letter keeps (the whole of it may not fit in Kafka).
 OVERSIZE_SAMPLE_BYTES = 4096
+# Deepest nesting of objects and arrays an event may have. Learning Observer's events nest a few
+# levels; JSON encoders give up at a few hundred, and an event must be encoded again to be stored.
+MAX_DEPTH = 64
+# How long a closing connection keeps trying to store what it holds while Kafka is unreachable
+# (what is not stored was never acknowledged: the client knows to send it again).
+CLOSING_RETRY_S = 5.0
 # Optional fields of an event and the JSON types they must have.
 TYPED_FIELDS: dict[str, tuple[type, ...]] = {"source": (str,), "timestamp": (int, float), "doc_id": (str,)}
 JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
@@ -97,7 +103,54 @@ def decode_event(raw: bytes, limit: int) -> dict:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise RejectedEvent("invalid_json", f"not valid JSON: {exc}") from None
+    if nesting(value) > MAX_DEPTH:
+        raise RejectedEvent("too_deep", f"the event nests objects and arrays more than {MAX_DEPTH} levels deep")
     return validate_event(value)
+
+
+def nesting(value: Any) -> int:
+    """How deep objects and arrays nest in a decoded JSON value (a scalar: 0).
+
+    >>> nesting(1), nesting({"a": [1, {"b": []}]})
+    (0, 4)
+    """
+    deepest, level = 0, [(value, 1)]
+    while level:
+        item, depth = level.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        level.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def lock_fields(locked: dict, fields: Any, limit: int) -> dict:
+    """The locked fields of a connection once `fields` are added. They are merged into every later
+    event, so they are checked as an event's fields are, and bounded (all together) like one event.
+
+    >>> lock_fields({"doc_id": "d1"}, {"source": "ext"}, 1024)
+    {'doc_id': 'd1', 'source': 'ext'}
+    >>> lock_fields({}, {"event": []}, 1024)
+    Traceback (most recent call last):
+    ...
+    lo_stream.connectors.gateway.RejectedEvent: lock_fields: "event" must be a non-empty string, not array
+    """
+    if not isinstance(fields, dict):
+        raise RejectedEvent("wrong_type", f'"fields" of lock_fields must be an object, not {_json_type(fields)}')
+    merged = {**locked, **fields}
+    try:
+        validate_event({"event": "lock_fields", **merged})
+    except RejectedEvent as exc:
+        raise RejectedEvent(exc.reason, f"lock_fields: {exc}") from None
+    try:
+        size = len(orjson.dumps(merged))
+    except orjson.JSONEncodeError as exc:
+        raise RejectedEvent("unencodable", f"lock_fields: the fields cannot be stored as JSON: {exc}") from None
+    if size > limit:
+        raise RejectedEvent("too_large", f"lock_fields: the locked fields would total {size} bytes; the limit is "
+                                         f"{limit} (LO_STREAM_GATEWAY_MAX_EVENT_BYTES), as for one event")
+    return merged
 
 
 def raw_sample(raw: bytes) -> tuple[bytes, dict]:
@@ -133,6 +186,7 @@ class Frame:
     seq: int
     event: dict
     received: float
+    size: int = 0  # bytes it holds, about (as received, with the locked fields)
 
 
 class Gateway:
@@ -148,6 +202,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.producer = EventProducer(settings, linger_ms=0)
         self.connections: set[Connection] = set()
+        self.held_bytes = 0  # held for connections not yet authenticated, together
 
     def app(self) -> web.Application:
         application = web.Application(client_max_size=self.settings.gateway_max_request_bytes)
@@ -217,6 +272,14 @@ class Gateway:
     # -- endpoints ---------------------------------------------------------------------------
 
     async def websocket(self, request: web.Request) -> web.WebSocketResponse:
+        unauthenticated = sum(1 for connection in self.connections if connection.identity is None)
+        if unauthenticated >= self.settings.gateway_max_unauthenticated_connections and not _request_token(request):
+            self.metrics.rejected.labels("busy").inc()
+            raise web.HTTPServiceUnavailable(
+                text=f"{unauthenticated} connections are waiting to authenticate "
+                     "(LO_STREAM_GATEWAY_MAX_UNAUTHENTICATED_CONNECTIONS): try again later, or connect with a token",
+                headers={"Retry-After": "10"},
+            )
         # Frames up to 4x the event limit are refused politely; aiohttp closes on larger ones.
         ws = web.WebSocketResponse(max_msg_size=4 * self.settings.gateway_max_event_bytes, heartbeat=30)
         await ws.prepare(request)
@@ -258,16 +321,23 @@ class Gateway:
         envelopes: list[dict] = []
         for index, raw in enumerate(_split_body(body)):
             try:
+                if raw is None:
+                    raw = b"<an item of the array nested too deep to keep>"
+                    raise RejectedEvent("too_deep", f"the event nests objects and arrays more than {MAX_DEPTH} levels deep")
                 event = decode_event(raw, self.settings.gateway_max_event_bytes)
                 if event["event"] in CONTROL_EVENTS:
                     raise RejectedEvent(
                         "control_event", f'"{event["event"]}" belongs to the websocket protocol, not to POST /api/events'
                     )
-            except RejectedEvent as exc:
+                envelope = make_envelope(event, identity, **server)
+                orjson.dumps(envelope)  # each on its own: one that cannot be stored takes no neighbour with it
+            except (RejectedEvent, orjson.JSONEncodeError) as exc:
+                if not isinstance(exc, RejectedEvent):
+                    exc = RejectedEvent("unencodable", f"the event cannot be stored as JSON: {exc}")
                 await self.reject(exc, raw, identity, transport="http", index=index)
                 results.append({"index": index, "status": "rejected", "reason": exc.reason, "message": str(exc)})
                 continue
-            envelopes.append(make_envelope(event, identity, **server))
+            envelopes.append(envelope)
             results.append({"index": index, "status": "accepted"})
         if envelopes:
             try:
@@ -294,8 +364,9 @@ class Gateway:
 CONTROL_EVENTS = {"lock_fields", "test_framework_fake_identity", "auth_token", "local_storage", "metadata_finished"}
 
 
-def _split_body(body: bytes) -> list[bytes]:
-    """The events of a POST body: the items of a JSON array, else one per non-blank line."""
+def _split_body(body: bytes) -> list[bytes | None]:
+    """The events of a POST body: the items of a JSON array, else one per non-blank line. None
+    stands for an item of an array that cannot be encoded again (nested too deep to keep)."""
     stripped = body.strip()
     if stripped.startswith(b"["):
         try:
@@ -303,8 +374,15 @@ def _split_body(body: bytes) -> list[bytes]:
         except orjson.JSONDecodeError:
             pass  # JSON lines whose first line is an array: each line is judged on its own
         else:
-            return [orjson.dumps(item) for item in items]
+            return [_encoded_or_none(item) for item in items]
     return [line for line in stripped.splitlines() if line.strip()]
+
+
+def _encoded_or_none(item: Any) -> bytes | None:
+    try:
+        return orjson.dumps(item)
+    except orjson.JSONEncodeError:
+        return None
 
 
 def _json_error(status: int, exc: RejectedEvent) -> web.Response:
@@ -324,6 +402,7 @@ class Connection:
         self.locked: dict = {}
         self.identity: Identity | None = None
         self.held: list[Frame] = []  # data events before authentication
+        self.held_bytes = 0
         self.pending: deque[Frame] = deque()  # authenticated, not yet written
         self.in_flight: list[Frame] = []
         self.wakeup = asyncio.Event()
@@ -331,6 +410,7 @@ class Connection:
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write_loop())
+        deadline = asyncio.create_task(self._close_unless_authenticated())
         try:
             await self._authenticate_from_request()
             async for message in self.ws:
@@ -341,15 +421,24 @@ class Connection:
                 elif message.type == WSMsgType.ERROR:
                     logger.info("websocket closed with an error: %s", self.ws.exception())
         finally:
+            deadline.cancel()
             self.closing = True
             self.wakeup.set()
             # Whatever the client sent is stored even when it has gone away.
             await writer
             await self._dead_letter_held()
 
+    async def _close_unless_authenticated(self) -> None:
+        timeout = self.gateway.settings.gateway_auth_timeout_s
+        await asyncio.sleep(timeout)
+        if self.identity is None:
+            await self._reply({"status": "error", "seq": self.seq, "reason": "not_authenticated",
+                               "message": f"no identity within {timeout:g}s of connecting "
+                                          "(LO_STREAM_GATEWAY_AUTH_TIMEOUT_S): the connection is closed"})
+            await self.ws.close(code=4401, message=b"not authenticated")
+
     async def _authenticate_from_request(self) -> None:
-        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
-        token = token.strip() if scheme.lower() == "bearer" else self.request.query.get("token", "")
+        token = _request_token(self.request)
         if token:
             try:
                 await self._authenticated(self.gateway.identify_token(token))
@@ -361,10 +450,7 @@ class Connection:
             event = decode_event(raw, self.gateway.settings.gateway_max_event_bytes)
             kind = event["event"]
             if kind == "lock_fields":
-                fields = event.get("fields")
-                if not isinstance(fields, dict):
-                    raise RejectedEvent("wrong_type", f'"fields" of lock_fields must be an object, not {_json_type(fields)}')
-                self.locked.update(fields)
+                self.locked = lock_fields(self.locked, event.get("fields"), self.gateway.settings.gateway_max_event_bytes)
             elif kind == "test_framework_fake_identity":
                 await self._authenticated(self.gateway.identify_insecure(event.get("user_id")))
             elif kind == "auth_token":
@@ -374,24 +460,36 @@ class Connection:
                 tag = storage.get("user_tag") if isinstance(storage, dict) else None
                 await self._authenticated(self.gateway.identify_token(tag if isinstance(tag, str) else ""))
             elif kind != "metadata_finished":
-                self._accept(Frame(self.seq, {**event, **self.locked}, time.time()))
+                merged = {**event, **self.locked}
+                self._accept(Frame(self.seq, merged, time.time(), size=len(raw) + len(orjson.dumps(self.locked))))
                 return
         except RejectedEvent as exc:
             await self._refuse(exc, raw)
         await self._acknowledge()
 
     def _accept(self, frame: Frame) -> None:
-        if self.identity is None:
-            if len(self.held) >= self.gateway.settings.gateway_max_held_events:
-                raise RejectedEvent(
-                    "not_authenticated",
-                    f"{len(self.held)} events are waiting for authentication "
-                    "(LO_STREAM_GATEWAY_MAX_HELD_EVENTS): authenticate first",
-                )
-            self.held.append(frame)
-        else:
+        if self.identity is not None:
             self.pending.append(frame)
             self.wakeup.set()
+            return
+        settings, size = self.gateway.settings, frame.size
+        if len(self.held) >= settings.gateway_max_held_events or self.held_bytes + size > settings.gateway_max_held_bytes:
+            raise RejectedEvent(
+                "not_authenticated",
+                f"{len(self.held)} events ({self.held_bytes} bytes) are waiting for authentication "
+                "(LO_STREAM_GATEWAY_MAX_HELD_EVENTS, LO_STREAM_GATEWAY_MAX_HELD_BYTES): authenticate first",
+            )
+        if self.gateway.held_bytes + size > settings.gateway_max_unauthenticated_bytes:
+            raise RejectedEvent(
+                "busy", "the gateway holds as many events of unauthenticated connections as it may "
+                        "(LO_STREAM_GATEWAY_MAX_UNAUTHENTICATED_BYTES): authenticate first",
+            )
+        self.held.append(frame)
+        self._hold(size)
+
+    def _hold(self, size: int) -> None:
+        self.held_bytes += size
+        self.gateway.held_bytes += size
 
     async def _authenticated(self, identity: Identity) -> None:
         if self.identity is not None and self.identity != identity:
@@ -402,6 +500,7 @@ class Connection:
         await self._reply({"status": "auth", "user_id": identity.user_id})
         self.pending.extend(self.held)
         self.held = []
+        self._hold(-self.held_bytes)
         self.wakeup.set()
 
     async def _refuse(self, exc: RejectedEvent, raw: bytes) -> None:
@@ -409,7 +508,7 @@ class Connection:
         await self.gateway.reject(exc, raw, self.identity, transport="websocket", seq=self.seq, ip=self.server["ip"])
 
     async def _write_loop(self) -> None:
-        backoff = 0.5
+        backoff, gave_up_at = 0.5, None
         while True:
             await self.wakeup.wait()
             self.wakeup.clear()
@@ -421,21 +520,50 @@ class Connection:
                 ]
                 try:
                     sent = await self.gateway.producer.send_envelopes(self.identity.safe_user_id, envelopes)
+                except (MessageSizeTooLargeError, RecordTooLargeError):
+                    await self._store_one_by_one()  # one of them Kafka refuses for good: find it
+                    continue
                 except KafkaError as exc:
-                    # Not stored, not acknowledged: keep the events and try again.
-                    logger.error("Kafka did not store %d events (%s); retrying in %.1fs", len(envelopes), exc, backoff)
+                    # Not stored, not acknowledged: keep the events and try again, but not for ever
+                    # once the client has gone (what is not acknowledged, it knows to send again).
                     self.pending.extendleft(reversed(self.in_flight))
                     self.in_flight = []
+                    if self.closing and time.monotonic() - (gave_up_at := gave_up_at or time.monotonic()) > CLOSING_RETRY_S:
+                        logger.error("connection of %s closed: %d unacknowledged events not stored (%s)",
+                                     self.identity.user_id, len(self.pending), exc)
+                        self.pending.clear()
+                        return
+                    logger.error("Kafka did not store %d events (%s); retrying in %.1fs", len(envelopes), exc, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 10)
                     continue
-                backoff = 0.5
+                backoff, gave_up_at = 0.5, None
                 self.in_flight = []
                 self.gateway.metrics.accepted.labels("websocket").inc(len(envelopes))
                 self.gateway.metrics.messages.inc(len(sent))
                 await self._acknowledge()
             if self.closing:
                 return
+
+    async def _store_one_by_one(self) -> None:
+        """The in-flight events one at a time: each Kafka refuses as too large is answered with an
+        error and dead-lettered (a sample of it); the others are stored."""
+        for n, frame in enumerate(self.in_flight):
+            envelope = make_envelope(frame.event, self.identity, **self.server, time=frame.received)
+            try:
+                await self.gateway.producer.send_envelopes(self.identity.safe_user_id, [envelope])
+            except KafkaError as exc:
+                if not isinstance(exc, (MessageSizeTooLargeError, RecordTooLargeError)):
+                    self.pending.extendleft(reversed(self.in_flight[n:]))  # the write loop tries these again
+                    break
+                refused = RejectedEvent("too_large", f"Kafka refused the event as too large ({exc})")
+                await self._reply({"status": "error", "seq": frame.seq, "reason": refused.reason, "message": str(refused)})
+                await self.gateway.reject(refused, orjson.dumps(envelope), self.identity, transport="websocket",
+                                          seq=frame.seq, ip=self.server["ip"])
+            else:
+                self.gateway.metrics.accepted.labels("websocket").inc()
+        self.in_flight = []
+        await self._acknowledge()
 
     async def _acknowledge(self) -> None:
         """Tell the client how far every frame is safe: stored, or answered with an error."""
@@ -452,6 +580,8 @@ class Connection:
                 await self.gateway.reject(
                     exc, orjson.dumps(frame.event), None, transport="websocket", seq=frame.seq, ip=self.server["ip"]
                 )
+            self.held = []
+            self._hold(-self.held_bytes)
 
     async def _reply(self, message: dict) -> None:
         if not self.ws.closed:
@@ -459,6 +589,12 @@ class Connection:
                 await self.ws.send_str(orjson.dumps(message).decode())
             except ConnectionError:
                 pass  # the client left; what it sent is still written
+
+
+def _request_token(request: web.Request) -> str:
+    """A client token given with the connection request (``Authorization: Bearer``, ``?token=``)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else request.query.get("token", "")
 
 
 def _string(event: dict, field: str) -> str:

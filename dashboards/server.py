@@ -6,7 +6,7 @@ Responsibilities:
    page; ``pn.state.user``);
 2. serve the built-in pages and every installed module's pages;
 3. sign in to the query layer with the server's own admin token, asking on the user's behalf;
-4. report what it holds at ``/lo_stream/status`` (live courses and their watchers).
+4. report what it holds at ``/lo_stream/status`` (live courses and their watchers), to admins.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from lo_stream.query.client import QueryClient
 from lo_stream.dashboards.live import LiveCourses
 from lo_stream.dashboards.pages import DashboardContext, class_page, overview_page, student_page
 from lo_stream.modules import Module
-from lo_stream.query.access import UserStore
+from lo_stream.query.access import UserFileError, UserStore
 from lo_stream.settings import Settings
 
 __all__ = ["SERVICE_USER", "dashboard_pages", "serve_dashboards", "service_token"]
@@ -41,21 +41,39 @@ def service_token(settings: Settings) -> str:
     return users.add(SERVICE_USER, "admin")
 
 
-def dashboard_pages(context: DashboardContext, modules: list[Module]) -> dict[str, Callable[[], object]]:
+ACCESS_RECHECK_MS = 2000  # how soon a revoked user's open pages are signed out
+
+
+def dashboard_pages(context: DashboardContext, modules: list[Module],
+                    users: UserStore) -> dict[str, Callable[[], object]]:
     """Page path -> function building the page for a new session, the built-in pages first."""
     builders = {"overview": overview_page, "student": student_page, "class": class_page}
     for module in modules:
         for name, build in (module.dashboards or {}).items():
             builders[f"{module.name}.{name}"] = build
-    return {path: _for_each_session(build, context) for path, build in builders.items()}
+    return {path: _for_each_session(build, context, users) for path, build in builders.items()}
 
 
-def _for_each_session(build: Callable[[DashboardContext], object], context: DashboardContext) -> Callable[[], object]:
+def _for_each_session(build: Callable[[DashboardContext], object], context: DashboardContext,
+                      users: UserStore) -> Callable[[], object]:
     # A plain function: Panel serves functions, not functools.partial objects.
     def page() -> object:
+        pn.state.add_periodic_callback(lambda: _sign_out_if_revoked(users), period=ACCESS_RECHECK_MS)
         return build(context)
 
     return page
+
+
+def _sign_out_if_revoked(users: UserStore) -> None:
+    """A session whose user was revoked (``lo-stream users revoke``) is sent to /logout: the tab
+    leaves, its session ends within seconds, and with it the live data it held."""
+    try:
+        revoked = users.by_name(pn.state.user) is None
+    except UserFileError:
+        return  # unreadable for now: nobody is signed out for that
+    if revoked and pn.state.location is not None:
+        pn.state.location.reload = True
+        pn.state.location.pathname = "/logout"
 
 
 class _UsersLoginHandler(BasicLoginHandler):
@@ -80,10 +98,23 @@ class _UsersAuthProvider(BasicAuthProvider):
 
 
 class _StatusHandler(RequestHandler):
-    def initialize(self, live: LiveCourses) -> None:
+    """What the server holds (which courses are watched, by how many): for signed-in admins only."""
+
+    def initialize(self, live: LiveCourses, users: UserStore) -> None:
         self.live = live
+        self.users = users
 
     def get(self) -> None:
+        name = self.get_secure_cookie("user", max_age_days=pn.config.oauth_expiry)  # Panel's login cookie
+        entry = self.users.by_name(name.decode("utf-8", "replace")) if name else None
+        if entry is None:
+            self.set_status(401)
+            self.write({"error": "sign in (at /login) as an admin to see the dashboard server's status"})
+            return
+        if entry["role"] != "admin":
+            self.set_status(403)
+            self.write({"error": f"{entry['name']} is a {entry['role']}: the status is for admins"})
+            return
         self.set_header("Content-Type", "application/json")
         self.write(json.dumps({"live_courses": self.live.status()}))
 
@@ -96,17 +127,18 @@ def serve_dashboards(settings: Settings, modules: list[Module], *,
     client = QueryClient(settings.query_url, service_token(settings))
     context = DashboardContext(client, LiveCourses(client))
     port = settings.dashboard_port
-    pages = dashboard_pages(context, modules)
+    users = UserStore(settings.users_file)
+    pages = dashboard_pages(context, modules, users)
     announce(list(pages))
     pn.serve(
         pages,
         port=port,
         address=settings.bind_host,
         websocket_origin=[f"{settings.bind_host}:{port}", f"localhost:{port}"],
-        auth_provider=_UsersAuthProvider(UserStore(settings.users_file)),
+        auth_provider=_UsersAuthProvider(users),
         cookie_secret=settings.dashboard_cookie_secret or secrets.token_urlsafe(32),
         title={name: f"lo_stream · {name}" for name in pages},
-        extra_patterns=[("/lo_stream/status", _StatusHandler, {"live": context.live})],
+        extra_patterns=[("/lo_stream/status", _StatusHandler, {"live": context.live, "users": users})],
         # A closed tab's session is destroyed (and lets go of its live data) within seconds.
         check_unused_sessions_milliseconds=1000,
         unused_session_lifetime_milliseconds=2000,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from lo_stream import logs
 from lo_stream.settings import SETTINGS_FILE_ENV, Settings, SettingsError, load_settings
 
 __all__ = ["main"]
@@ -128,8 +128,7 @@ def worker(loglevel: str) -> None:
     from lo_stream.topics import TopicMismatchError, ensure_topics
     from lo_stream.worker import run_worker, worker_reducers
 
-    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)  # its per-request notices are noise here
+    logs.configure(loglevel)
     settings = _settings()
     try:
         asyncio.run(ensure_topics(settings))
@@ -200,11 +199,12 @@ def gateway(port: int | None, insecure_identity: bool | None) -> None:
 
     settings = _settings(gateway_port=port, gateway_insecure_identity=insecure_identity)
     _ensure_topics(settings)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     web.run_app(
         Gateway(settings).app(),
         host=settings.bind_host,
         port=settings.gateway_port,
+        access_log_class=logs.RedactingAccessLogger,
         print=lambda _: click.echo(
             f"gateway on ws://{settings.bind_host}:{settings.gateway_port}/wsapi/in/ "
             f"and http://{settings.bind_host}:{settings.gateway_port}/api/events -> {settings.topics.events}"
@@ -841,28 +841,58 @@ def run(secure: bool, students: int) -> None:
             fg="red", bold=True, err=True,
         )
     click.echo(f"starting {', '.join(commands)} on {settings.broker} (topics under '{settings.topic_prefix}.') ...")
-    children = {name: subprocess.Popen([sys.executable, "-m", "lo_stream", *args]) for name, args in commands.items()}
-    login = f"sign in as {DEV_TEACHER} / {password}" if password else "sign in as a user of lo-stream users"
-    click.secho(f"dashboard: http://{settings.bind_host}:{settings.dashboard_port}/overview  ({login})", bold=True)
+
+    def stop_signal(signum: int, _frame: object) -> None:
+        raise _Stopped(signal.Signals(signum).name)
+
+    # Ctrl-C and SIGTERM alike (SIGINT too where a shell started us with it ignored, in the background).
+    previous = {signum: signal.signal(signum, stop_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    children: dict[str, subprocess.Popen] = {}
     exit_code = 0
     try:
+        for name, args in commands.items():
+            children[name] = subprocess.Popen([sys.executable, "-m", "lo_stream", *args])
+        login = f"sign in as {DEV_TEACHER} / {password}" if password else "sign in as a user of lo-stream users"
+        click.secho(f"dashboard: http://{settings.bind_host}:{settings.dashboard_port}/overview  ({login})", bold=True)
         while all(child.poll() is None for child in children.values()):
             time.sleep(0.5)
         exited = next(name for name, child in children.items() if child.poll() is not None)
         exit_code = children[exited].returncode or 0
         click.echo(f"the {exited} exited with code {exit_code}: stopping the rest", err=True)
-    except KeyboardInterrupt:
-        pass
+    except _Stopped as stopped:
+        click.echo(f"{stopped}: stopping {', '.join(children)}{' and Kafka' if broker else ''} ...", err=True)
     finally:
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT)
-        for child in children.values():
-            child.wait()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
+        _stop_children(children)
         if broker is not None:
             click.echo("stopping Kafka ...")
             broker.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     sys.exit(exit_code)
+
+
+class _Stopped(Exception):
+    """`lo-stream run` was told to stop (the signal's name)."""
+
+
+CHILD_STOP_TIMEOUT_S = 60.0  # a worker commits and leaves its group; then it is killed
+
+
+def _stop_children(children: dict[str, subprocess.Popen]) -> None:
+    """SIGTERM each child still running (the worker commits and leaves its group, the gateway
+    closes its connections), wait for them, and kill what is still running after the timeout."""
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + CHILD_STOP_TIMEOUT_S
+    for name, child in children.items():
+        try:
+            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            click.echo(f"the {name} did not stop within {CHILD_STOP_TIMEOUT_S:g}s of SIGTERM: killing it", err=True)
+            child.kill()
+            child.wait()
 
 
 def main() -> None:

@@ -43,6 +43,7 @@ class TopicNames(BaseModel):
     courses: str
     audit: str
     versions: str
+    cluster: str
 
 
 class Settings(BaseSettings):
@@ -130,6 +131,19 @@ class Settings(BaseSettings):
     gateway_max_held_events: int = Field(
         default=10_000, ge=1, description="Events a websocket may send before authenticating (held, then delivered)."
     )
+    gateway_max_held_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Bytes of events a websocket may send before authenticating."
+    )
+    gateway_max_unauthenticated_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024,
+        description="Bytes of events held for all websockets not yet authenticated, together.",
+    )
+    gateway_max_unauthenticated_connections: int = Field(
+        default=1000, ge=1, description="Websockets open at once that have not authenticated yet."
+    )
+    gateway_auth_timeout_s: float = Field(
+        default=60.0, gt=0, description="A websocket not authenticated after this long is closed (held events dead-lettered)."
+    )
 
     # Replay and reducer versions (`lo-stream replay`)
     build_lane: str = Field(
@@ -149,7 +163,8 @@ class Settings(BaseSettings):
     )
     cluster_secret: str = Field(
         default="",
-        description="Shared by a deployment's workers to read each other's tables. Empty: only from 127.0.0.1.",
+        description="Shared by a deployment's workers to read each other's tables. Empty: the deployment makes "
+        "its own, kept in the <prefix>.cluster topic.",
     )
 
     # The dashboards (`lo-stream dashboard`)
@@ -220,6 +235,7 @@ class Settings(BaseSettings):
             courses=f"{prefix}.courses",
             audit=f"{prefix}.audit",
             versions=f"{prefix}.versions",
+            cluster=f"{prefix}.cluster",
         )
 
     @property

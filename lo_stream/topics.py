@@ -46,6 +46,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(names.audit, 1, KEEP_FOREVER),
         # Which version of each reducer serves queries: one record per reducer, the latest kept.
         TopicSpec(names.versions, 1, {"cleanup.policy": "compact"}),
+        # The workers' shared secret, when the settings give none (lo_stream.query.cluster).
+        TopicSpec(names.cluster, 1, {"cleanup.policy": "compact"}),
     ]
 
 

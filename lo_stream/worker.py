@@ -79,6 +79,8 @@ class Worker:
         await runner.setup()
         await web.TCPSite(runner, self.settings.bind_host, self.settings.worker_port).start()
         query = asyncio.create_task(self.query.run()) if self.query else None
+        if query is not None:  # the query API cannot start (or stops): the worker stops too, and says why
+            query.add_done_callback(lambda task: task.cancelled() or task.exception() is None or stopping.set())
         try:
             await self.engine.start()
             logger.info("worker serving on %s", self.url)
@@ -89,6 +91,8 @@ class Worker:
                 query.cancel()
                 await asyncio.gather(query, return_exceptions=True)
             await runner.cleanup()
+        if query is not None and not query.cancelled() and query.exception() is not None:
+            raise RuntimeError(f"the query API failed: {query.exception()}") from query.exception()
 
 
 def run_worker(settings: Settings) -> None:

@@ -177,3 +177,30 @@ async def test_workers_joining_and_leaving_lose_and_double_nothing(chaos_setting
         for worker in (first, second):
             if worker.process is not None and worker.process.poll() is None:
                 assert worker.stop() == 0, worker.log_tail()
+
+
+async def test_a_broker_outage_is_reported_in_a_few_lines_and_the_worker_carries_on_exactly(chaos_settings, broker,
+                                                                                             tmp_path):
+    """The broker down for 15 s while a worker runs and events keep coming: the worker's log says
+    so in a few lines (not one per reconnect attempt), the worker outlives it, and afterwards every
+    count equals the topic's."""
+    settings = chaos_settings
+    await ensure_topics(settings)
+    worker = ServiceProcess(settings, tmp_path / "worker.log").start()
+    events = EventStream(settings, seed=9).start()
+    try:
+        await first_events_applied(worker, settings, time.monotonic())
+        before = len(worker.log_file.read_text().splitlines())
+        await asyncio.to_thread(broker.stop)
+        await asyncio.sleep(15)
+        during = worker.log_file.read_text().splitlines()[before:]
+        await asyncio.to_thread(broker.start)
+        await asyncio.sleep(5)
+    finally:
+        await events.stop()
+    try:
+        await assert_counts_match_the_topic(settings, worker)
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    assert worker.process.returncode == 0
+    assert 0 < len(during) <= 40, "\n".join(during[:80])  # it is reported, and not per retry

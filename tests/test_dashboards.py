@@ -38,6 +38,7 @@ async def stack(settings, tmp_path):
     users = UserStore(settings.users_file)
     users.add("ms.rivera", "teacher", password="rivera-pw")
     users.add("mr.chen", "teacher", password="chen-pw")
+    users.add("root", "admin", password="root-pw")
     await write_course(settings, {"course_id": "alg-1", "name": "Algebra 1", "teachers": ["ms.rivera"]},
                        [roster_student("s1", "Ana", "Lima"), roster_student("s2", "Bilal", "Okafor"),
                         roster_student("s3", "Chen", "Wu")])
@@ -83,10 +84,30 @@ def cell(page: Page, student_name: str, column: str):
     return row.locator(f'.tabulator-cell[tabulator-field="{column}"]')
 
 
+async def status_as(settings, user: str | None, password: str = "") -> tuple[int, dict]:
+    """The dashboard server's /lo_stream/status as `user` (signed in with the login form) or anonymously."""
+    base = f"http://127.0.0.1:{settings.dashboard_port}"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:  # cookies for 127.0.0.1
+        if user:
+            async with http.post(f"{base}/login", data={"username": user, "password": password}) as signed:
+                assert signed.status == 200 and "/login" not in str(signed.url)
+        async with http.get(f"{base}/lo_stream/status") as response:
+            return response.status, await response.json(content_type=None)
+
+
 async def live_watchers(settings) -> dict:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://127.0.0.1:{settings.dashboard_port}/lo_stream/status") as response:
-            return (await response.json())["live_courses"]
+    status, answer = await status_as(settings, "root", "root-pw")
+    assert status == 200, answer
+    return answer["live_courses"]
+
+
+async def test_the_servers_status_is_for_admins_only(stack):
+    settings, _, _ = stack
+    assert await status_as(settings, None) == (
+        401, {"error": "sign in (at /login) as an admin to see the dashboard server's status"})
+    assert await status_as(settings, "ms.rivera", "rivera-pw") == (
+        403, {"error": "ms.rivera is a teacher: the status is for admins"})
+    assert await live_watchers(settings) == {}  # nobody watches a course yet
 
 
 async def test_course_overview_updates_live_and_frees_its_session(stack, browser):
@@ -116,6 +137,25 @@ async def test_course_overview_updates_live_and_frees_its_session(stack, browser
             break
         await asyncio.sleep(0.2)
     assert not (await live_watchers(settings)).get("alg-1", {}).get("watchers"), await live_watchers(settings)
+
+
+async def test_a_revoked_teacher_is_signed_out_and_their_live_view_ends(stack, browser):
+    settings, _, _ = stack
+    page = await sign_in(browser, settings, "ms.rivera", "rivera-pw")
+    await page.goto(f"http://127.0.0.1:{settings.dashboard_port}/overview?course=alg-1")
+    await expect(cell(page, "Ana Lima", "events")).to_have_text("2", timeout=30_000)
+    assert (await live_watchers(settings))["alg-1"]["watchers"] == 1
+    UserStore(settings.users_file).revoke("ms.rivera")
+    await page.wait_for_url("**/logout**", timeout=15_000)
+    for _ in range(100):  # the tab left: its session, and the live subscription it held, end
+        if not (await live_watchers(settings)).get("alg-1", {}).get("watchers"):
+            break
+        await asyncio.sleep(0.2)
+    assert not (await live_watchers(settings)).get("alg-1", {}).get("watchers"), await live_watchers(settings)
+    await page.goto(f"http://127.0.0.1:{settings.dashboard_port}/overview?course=alg-1")
+    assert "/login" in page.url  # signed out, and her password no longer signs her in
+    again = await sign_in(browser, settings, "ms.rivera", "rivera-pw")
+    await expect(again.get_by_text("Invalid username or password")).to_be_visible()
 
 
 async def test_a_teacher_cannot_open_another_teachers_course(stack, browser):

@@ -1,4 +1,5 @@
-"""The examples in the docstrings of lo_stream and bench are true: each module's doctests run."""
+"""The examples in the docstrings of lo_stream (with its connectors and dashboards) and bench are true:
+each module's doctests run."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import pytest
 
 import bench
 import lo_stream
+import lo_stream.connectors
+import lo_stream.dashboards
 
 BENCH_EXTRA = {"quixstreams", "py_spy"}  # `pip install -e ".[bench]"`, not needed by make test
 MODULES = sorted(
     name
-    for package in (lo_stream, bench)
+    for package in (lo_stream, lo_stream.connectors, lo_stream.dashboards, bench)
     for _, name, _ in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")
     if not name.endswith("__main__")  # running them is what importing them does
 )

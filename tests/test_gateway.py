@@ -188,6 +188,23 @@ async def test_session_with_locked_fields_and_auth_lands_envelopes(settings, sta
 
 
 @pytest.mark.kafka
+async def test_a_token_in_the_url_is_not_written_to_the_access_log(settings, start_gateway):
+    token = TokenStore(settings.gateway_tokens_file).add("ana@school.org")
+    gateway, base = await start_gateway(settings)
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{base}/wsapi/in/?token={token}&v=2") as ws:
+        client = Client(ws)
+        await client.send({"event": "keystroke", "timestamp": 1})
+        await client.acked(1)
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/healthz?access_token={token}") as answer:
+        assert answer.status == 200
+    gateway.stop()
+    log = gateway.log_file.read_text()
+    assert "GET /wsapi/in/?token=<redacted>&v=2 HTTP/1.1" in log and "GET /healthz?access_token=<redacted>" in log
+    assert token not in log
+    assert [key for key, _ in await stored_events(settings)] == ["ana@school.org"]
+
+
+@pytest.mark.kafka
 async def test_fake_identity_only_in_development_mode(settings, start_gateway):
     identify = {"event": "test_framework_fake_identity", "source": SOURCE, "user_id": "Bob Smith"}
     _, secure = await start_gateway(settings)
@@ -252,6 +269,99 @@ async def test_bad_input_is_answered_and_dead_lettered_while_good_events_arrive(
     assert all(letter["user_id"] == "ana" for letter in letters)
     assert 'lo_stream_gateway_events_rejected_total{reason="wrong_type"} 2.0' in metrics
     assert 'lo_stream_gateway_events_accepted_total{transport="websocket"} 2.0' in metrics
+
+
+def deep(levels: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.kafka
+async def test_locked_fields_are_checked_and_bounded_and_deep_events_refused_alone(settings, start_gateway):
+    """Findings 1-3 of the hostile-input review: a lock_fields that would poison every later event,
+    one that grows without bound, and an event too deep to store again."""
+    _, base = await start_gateway(settings, gateway_insecure_identity=True, gateway_max_event_bytes=2048)
+    frames = [
+        {"event": "test_framework_fake_identity", "user_id": "ana"},
+        {"event": "lock_fields", "fields": {"event": []}},  # every later event's type a list
+        {"event": "lock_fields", "fields": {"timestamp": "soon", "doc_id": "d1"}},
+        {"event": "lock_fields", "fields": {"doc_id": "d1", "pad": "x" * 1200}},
+        {"event": "keystroke", "n": 1},
+        {"event": "lock_fields", "fields": {"pad2": "y" * 1200}},  # together over one event's limit
+        json.dumps({"event": "keystroke", "n": 2, "deep": deep(300)}),  # parses, cannot be encoded again
+        {"event": "keystroke", "n": 3, "deep": deep(20)},
+    ]
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{base}/wsapi/in/", max_msg_size=0) as ws:
+            client = Client(ws)
+            for frame in frames:
+                await client.send(frame)
+            await client.acked(len(frames))
+    assert client.errors() == {2: "wrong_type", 3: "wrong_type", 6: "too_large", 7: "too_deep"}
+    stored = [envelope["client"] for _, envelope in await stored_events(settings)]
+    assert [(event["n"], event["event"], event["doc_id"], len(event["pad"])) for event in stored] == [
+        (1, "keystroke", "d1", 1200), (3, "keystroke", "d1", 1200)]
+    assert stored[1]["deep"] == deep(20)
+    letters = await dead_letters(settings)
+    assert [(letter["seq"], letter["reason"].split(":")[0]) for letter in letters] == [
+        (2, "wrong_type"), (3, "wrong_type"), (6, "too_large"), (7, "too_deep")]
+    assert '"event" must be a non-empty string, not array' in letters[0]["reason"]
+    assert "locked fields would total" in letters[2]["reason"]
+
+
+@pytest.mark.kafka
+async def test_an_event_too_deep_to_store_is_refused_alone_over_http(settings, start_gateway):
+    token = TokenStore(settings.gateway_tokens_file).add("ana")
+    _, base = await start_gateway(settings)
+    body = b"[" + b",".join([b'{"event": "save", "n": 1}', orjson.dumps({"event": "save", "deep": deep(10)}),
+                             b'{"event": "save", "deep": ' + b"[" * 500 + b"]" * 500 + b"}",
+                             b'{"event": "save", "n": 2}']) + b"]"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/api/events", data=body, headers={"Authorization": f"Bearer {token}"}) as response:
+            assert response.status == 200
+            answer = await response.json()
+    assert [(r["status"], r.get("reason")) for r in answer["results"]] == [
+        ("accepted", None), ("accepted", None), ("rejected", "too_deep"), ("accepted", None)]
+    assert [envelope["client"].get("n") for _, envelope in await stored_events(settings)] == [1, None, 2]
+
+
+@pytest.mark.kafka
+async def test_unauthenticated_connections_are_bounded_in_bytes_number_and_time(settings, start_gateway):
+    """Finding 4: what a client without credentials can make the gateway hold."""
+    gateway, base = await start_gateway(settings, gateway_max_held_bytes=4096, gateway_max_unauthenticated_connections=2,
+                                        gateway_auth_timeout_s=3)
+    async with aiohttp.ClientSession() as http:
+        first = Client(await http.ws_connect(f"{base}/wsapi/in/"))
+        for n in range(6):
+            await first.send({"event": "keystroke", "n": n, "pad": "x" * 1000})
+        refused = await first.until(lambda r: r["status"] == "error")
+        assert refused["reason"] == "not_authenticated" and "LO_STREAM_GATEWAY_MAX_HELD_BYTES" in refused["message"]
+        second = await http.ws_connect(f"{base}/wsapi/in/")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as third:
+            await http.ws_connect(f"{base}/wsapi/in/")
+        assert third.value.status == 503
+        token = TokenStore(settings.gateway_tokens_file).add("ana")
+        with_token = Client(await http.ws_connect(f"{base}/wsapi/in/?token={token}"))  # a token is always let in
+        assert (await with_token.until(lambda r: r["status"] == "auth"))["user_id"] == "ana"
+        # Not authenticated in time: told so, closed, and what it sent is dead-lettered.
+        timed_out = await first.until(lambda r: "LO_STREAM_GATEWAY_AUTH_TIMEOUT_S" in r.get("message", ""), timeout=10)
+        assert timed_out["reason"] == "not_authenticated"
+        closed = await first.ws.receive(timeout=5)
+        assert (closed.type, closed.data) == (aiohttp.WSMsgType.CLOSE, 4401)
+        await second.close()
+        for _ in range(50):  # closed connections leave the count
+            async with http.get(f"{base}/healthz") as health:
+                if (open_now := (await health.json())["connections"]) == 1:
+                    break
+            await asyncio.sleep(0.1)
+        assert open_now == 1
+        await with_token.ws.close()
+    letters = await dead_letters(settings)
+    held = [letter["seq"] for letter in letters if letter["reason"].startswith("not_authenticated: the connection closed")]
+    assert held == [1, 2, 3]  # 3 events of 1 KB fit in 4 KB; the next three were refused at once
+    assert [letter["seq"] for letter in letters if "LO_STREAM_GATEWAY_MAX_HELD_BYTES" in letter["reason"]] == [4, 5, 6]
 
 
 @pytest.mark.kafka

@@ -283,6 +283,42 @@ async def test_live_subscription_sends_the_result_then_changed_rows(settings, tm
         assert worker.stop() == 0, worker.log_tail()
 
 
+async def test_revoking_a_user_ends_their_live_queries_within_seconds(settings, tmp_path):
+    tokens, _ = await classroom(settings)
+    worker = ServiceProcess(settings, tmp_path / "worker.log").start()
+    base = f"http://127.0.0.1:{settings.worker_port}"
+    try:
+        await wait_for_table(settings, EVENT_COUNT, {"s1": 3, "s2": 1, "b1": 1}, worker,
+                             project=lambda v: v["state"]["count"])
+        async with aiohttp.ClientSession() as http:
+            subscribers = {}
+            for name, auth in (("rivera", {"Authorization": f"Bearer {tokens['rivera']}"}),
+                               ("root", {"Authorization": aiohttp.encode_basic_auth("root", "s3cret")}),
+                               ("chen", {})):
+                url = f"{base}/wsapi/query" + (f"?token={tokens['chen']}" if name == "chen" else "")
+                subscribers[name] = Subscriber(await http.ws_connect(url, headers=auth))
+                course = "bio" if name == "chen" else "alg-1"
+                await subscribers[name].send({"subscribe": "o", "export": "writing.course_overview",
+                                              "params": {"course_id": course}})
+                assert (await subscribers[name].next())["type"] == "result"
+            users = UserStore(settings.users_file)
+            users.revoke("ms.rivera")
+            users.revoke("root")
+            for name, who in (("rivera", "ms.rivera"), ("root", "root")):
+                ended = await subscribers[name].next(timeout=15)
+                assert ended == {"subscription": None, "type": "error", "node": None,
+                                 "error": f"access revoked: {who} is no longer a user here; sign in again"}
+                closing = await subscribers[name].ws.receive(timeout=5)
+                assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 4403)
+            # Mr Chen keeps his: his own course's changes still come.
+            await produce(settings, [("b1", envelope("b1", event="keystroke", timestamp=3))])
+            update = await subscribers["chen"].next()
+            assert update["type"] == "update" and [row["key"]["student"] for row in update["rows"]] == ["b1"]
+            assert await metric(http, base, "lo_stream_query_connections") == 1
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+
+
 async def test_a_query_gathers_students_whose_keys_live_on_different_workers(settings, tmp_path):
     await ensure_topics(settings)
     token = UserStore(settings.users_file).add("root", "admin")
@@ -312,6 +348,21 @@ async def test_a_query_gathers_students_whose_keys_live_on_different_workers(set
                 assert {row["key"]["student"]: row["events"] for row in answer["result"]} == expected
                 assert await metric(http, base, 'lo_stream_query_keys_read_total{where="remote"}') > 0
                 assert await metric(http, base, 'lo_stream_query_keys_read_total{where="local"}') > 0
+            # Their internal reads used the deployment's own secret (no setting): nobody else can read.
+            # (Both may have written one when they started together: each takes the first.)
+            secret = (await read_topic(settings, settings.topics.cluster, latest_per_key=False))[0][1]["secret"]
+            internal = f"http://127.0.0.1:{settings.worker_port}/api/internal/read"
+            body = {"table": EVENT_COUNT, "keys": students}
+            for headers in ({}, {"X-LO-Stream-Cluster": "guess"}, {"Authorization": f"Bearer {token}"}):
+                async with http.post(internal, json=body, headers=headers) as refused:
+                    assert refused.status == 403, headers
+                    assert "internal reads are for the deployment's workers" in await refused.text()
+            async with http.post(internal, json=body, headers={"X-LO-Stream-Cluster": secret}) as read:
+                assert read.status == 200
+                values = (await read.json())["values"]
+                assert {s: v["state"]["count"] for s, v in values.items() if v} == {
+                    s: n for s, n in expected.items() if s in values and values[s]}
+                assert values  # the first worker holds some of the students
     finally:
         for worker in workers:
             assert worker.stop() == 0, worker.log_tail()

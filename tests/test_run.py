@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import aiohttp
+import psutil
 import pytest
 
 from tests.support import ServiceProcess, free_port, wait_for_table
@@ -80,3 +81,31 @@ async def until_class_typing(settings, password: str, run: ServiceProcess, timeo
                 pass  # the worker is still starting
             await asyncio.sleep(1)
     raise AssertionError(f"the simulated class did not show up: {rows}\n{run.log_tail()}")
+
+
+async def test_sigterm_stops_run_and_everything_it_started(settings, tmp_path):
+    """As a service manager or `kill` would stop it; started as a background shell starts it,
+    with SIGINT ignored, so that only SIGTERM can stop it."""
+    settings = settings.model_copy(update={"gateway_port": free_port(), "dashboard_port": free_port()})
+    log = tmp_path / "run.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lo_stream", "run", "--students", "1"], stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, **settings.as_env()}, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
+    run = ServiceProcess(settings, log)
+    run.process = process
+    try:
+        await run.wait_until_serving(f"http://127.0.0.1:{settings.gateway_port}/healthz")
+        await run.wait_until_serving(f"http://127.0.0.1:{settings.worker_port}/healthz")
+        children = psutil.Process(process.pid).children()
+        assert {" ".join(child.cmdline()[3:4]) for child in children} == {"worker", "gateway", "dashboard", "simulate"}
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 0, run.log_tail()
+    assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+    assert "SIGTERM: stopping worker, gateway, dashboard, simulator" in log.read_text()
+    assert "SIGTERM received: committing, then leaving the group" in log.read_text()  # the worker stopped cleanly

@@ -32,12 +32,11 @@ async def describe(settings, names):
 async def test_topics_are_created_once_with_partitions_and_retention(settings):
     names = settings.topics
     created = await ensure_topics(settings)
-    assert sorted(created) == sorted([names.events, names.dead_letters, names.rosters, names.courses, names.audit, names.versions])
+    every = [names.events, names.dead_letters, names.rosters, names.courses, names.audit, names.versions, names.cluster]
+    assert sorted(created) == sorted(every)
     assert await ensure_topics(settings) == []  # idempotent
 
-    partitions, config = await describe(
-        settings, [names.events, names.dead_letters, names.rosters, names.courses, names.audit, names.versions]
-    )
+    partitions, config = await describe(settings, every)
     assert partitions[names.events] == settings.partitions
     assert config[names.events]["retention.ms"] == "-1"  # replay needs every event
     assert config[names.dead_letters]["retention.ms"] == "-1"
@@ -45,6 +44,7 @@ async def test_topics_are_created_once_with_partitions_and_retention(settings):
     assert config[names.courses]["cleanup.policy"] == "compact"
     assert config[names.audit]["retention.ms"] == "-1"
     assert config[names.versions]["cleanup.policy"] == "compact"
+    assert config[names.cluster]["cleanup.policy"] == "compact"
 
 
 async def test_existing_topic_with_other_partitions_is_refused(settings):

@@ -75,6 +75,11 @@ class UserStore(SecretFile):
         return _caller(entry)
 
 
+    def current(self, caller: Caller) -> Caller | None:
+        """The user `caller` names as the users file has them now; None once revoked."""
+        entry = self.by_name(caller.name)
+        return _caller(entry, via=caller.via) if entry else None
+
     def on_behalf_of(self, name: str, service: Caller) -> Caller | None:
         """The user `name` as `service` (an admin) asks for them: their rules, the service named."""
         entry = self.by_name(name)

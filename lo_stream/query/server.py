@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import hmac
 import logging
 import time
 from typing import Any
@@ -33,6 +35,7 @@ from lo_stream.agents.engine import Engine
 from lo_stream.connectors.producer import EventProducer
 from lo_stream.query.access import UserFileError, UserStore
 from lo_stream.query.client import ON_BEHALF_HEADER
+from lo_stream.query.cluster import cluster_secret
 from lo_stream.query.executor import AccessDenied, Caller, Execution, Unavailable
 from lo_stream.query.exports import ExportCatalog
 from lo_stream.query.language import QueryError
@@ -48,8 +51,9 @@ __all__ = ["QueryService", "install_query_api"]
 logger = logging.getLogger(__name__)
 
 CLUSTER_HEADER = "X-LO-Stream-Cluster"
-LOOPBACK = {"127.0.0.1", "::1"}
 READY_TIMEOUT = 30.0
+ACCESS_RECHECK_S = 2.0  # how soon a revoked user's live queries end
+ACCESS_REVOKED_CLOSE_CODE = 4403  # websocket close code (4000-4999: the application's own)
 RESTORE_TIMEOUT = 8.0  # how long a read waits for the tables a rebalance is restoring
 
 
@@ -69,6 +73,7 @@ class WorkerTableReader:
         self.engine = engine
         self.settings = settings
         self.url = engine.assignor.url
+        self.cluster_secret: str | None = None  # known once the query API runs (`lo_stream.query.cluster`)
         self._http: aiohttp.ClientSession | None = None
         self.keys_read = {"local": 0, "remote": 0}
 
@@ -123,7 +128,7 @@ class WorkerTableReader:
             async with self._http.post(
                 f"{url}/api/internal/read",
                 data=orjson.dumps({"table": table_name, "keys": keys}),
-                headers={CLUSTER_HEADER: self.settings.cluster_secret, "Content-Type": "application/json"},
+                headers={CLUSTER_HEADER: self.cluster_secret or "", "Content-Type": "application/json"},
             ) as response:
                 if response.status != 200:
                     raise Unavailable(f"worker {url} answered {response.status}: {await response.text()}")
@@ -153,23 +158,50 @@ class QueryService:
         self.reader = WorkerTableReader(engine, settings)
         self.audit = EventProducer(settings)
         self.ready = asyncio.Event()
-        self.connections = 0
+        self.sockets: dict[web.WebSocketResponse, tuple[web.Request, Caller]] = {}  # open /wsapi/query
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Start what the API needs and keep it until the worker stops."""
+        self.reader.cluster_secret = await cluster_secret(self.settings)
         await self.audit.start()
         await self.rosters.start()
         self.rosters.listeners.append(self.hub.roster_changed)
         self.ready.set()
         try:
-            await asyncio.Event().wait()
+            while True:
+                await asyncio.sleep(ACCESS_RECHECK_S)
+                await self._recheck_access()
         finally:
             await self.hub.stop()
             await self.rosters.stop()
             await self.reader.close()
             await self.audit.stop()
+
+    async def _recheck_access(self) -> None:
+        """Close the live connections of callers whose access was revoked or changed since they
+        connected (``lo-stream users revoke``, other courses or role): they sign in again, as they now are."""
+        for ws, (request, caller) in list(self.sockets.items()):
+            why = "your access changed (role or courses)"
+            try:
+                if request.headers.get("Authorization", "").lower().startswith("basic "):
+                    now = self.users.current(caller)  # its password was checked once: scrypt every few seconds costs
+                else:
+                    now = self.caller(request)
+            except (UserFileError, web.HTTPInternalServerError):
+                return  # the users file is unreadable now (logged): nobody is cut off for that
+            except web.HTTPException:
+                now = None
+            if now == caller:
+                continue
+            if now is None:
+                why = f"{caller.name} is no longer a user here"
+            logger.info("closing %s's live queries: %s", caller.name, why)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_str(orjson.dumps({"subscription": None, "type": "error", "node": None,
+                                                "error": f"access revoked: {why}; sign in again"}).decode())
+            await ws.close(code=ACCESS_REVOKED_CLOSE_CODE, message=b"access revoked")
 
     async def _wait_ready(self) -> None:
         try:
@@ -307,12 +339,10 @@ class QueryService:
         return _json({"user": caller.name, "role": caller.role, "courses": courses})
 
     async def internal_read(self, request: web.Request) -> web.Response:
-        secret = self.settings.cluster_secret
-        if secret:
-            if request.headers.get(CLUSTER_HEADER, "") != secret:
-                raise web.HTTPForbidden(text="wrong cluster secret (LO_STREAM_CLUSTER_SECRET)")
-        elif request.remote not in LOOPBACK:
-            raise web.HTTPForbidden(text="set LO_STREAM_CLUSTER_SECRET to read tables from another machine")
+        await self._wait_ready()  # the secret is known then
+        if not hmac.compare_digest(request.headers.get(CLUSTER_HEADER, "").encode(), self.reader.cluster_secret.encode()):
+            raise web.HTTPForbidden(text="internal reads are for the deployment's workers: no or a wrong cluster "
+                                         "secret (LO_STREAM_CLUSTER_SECRET, or the <prefix>.cluster topic's)")
         body = orjson.loads(await request.read())
         if self.reader.table(body.get("table")) is None:
             raise web.HTTPNotFound(text=f"no table {body.get('table')!r} on this worker")
@@ -327,7 +357,7 @@ class QueryService:
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
         subscriptions: dict[str, Subscription] = {}
-        self.connections += 1
+        self.sockets[ws] = (request, caller)
 
         async def send(message: dict) -> None:
             if ws.closed:
@@ -345,7 +375,7 @@ class QueryService:
                     continue
                 await self._on_ws_message(caller, request_body, subscriptions, send)
         finally:
-            self.connections -= 1
+            self.sockets.pop(ws, None)
             for subscription in subscriptions.values():
                 self.hub.unsubscribe(subscription)
         return ws
@@ -396,7 +426,7 @@ class _LiveQueryMetrics:
         subscriptions = GaugeMetricFamily("lo_stream_query_subscriptions", "Live query subscriptions.")
         subscriptions.add_metric([], len(self._service.hub.subscriptions))
         connections = GaugeMetricFamily("lo_stream_query_connections", "Open /wsapi/query connections.")
-        connections.add_metric([], self._service.connections)
+        connections.add_metric([], len(self._service.sockets))
         keys_read = CounterMetricFamily(
             "lo_stream_query_keys_read", "Table keys queries read, here or from the worker owning them.",
             labels=["where"],
