@@ -1,6 +1,6 @@
 """``make bench``: every benchmark in one run, quick by default.
 
-    python -m bench [--full] [--only throughput,scale,latency,gateway,browser]
+    python -m bench [--full] [--only throughput,scale,latency,gateway,browser,soak]
 
 1. throughput at 10k students, one event per message and packed (10 per message): raw loop,
    lo_stream, Quix Streams and Kafka Streams on the workshop reducer, and lo_stream on its writing
@@ -10,7 +10,9 @@
 3. latency: steady 1k and 10k events/s through the gateway to a live query subscriber;
 4. the gateway's acknowledged events/s;
 5. browser: events produced at a steady rate to a teacher's Chromium showing them on the course
-   overview (worker, query layer, dashboard server, browser).
+   overview (worker, query layer, dashboard server, browser);
+6. soak: steady traffic through the gateway with 1% hostile frames (1 minute, 10 in full mode):
+   every good event stored and counted once, every hostile frame refused, memory flat.
 
 Saves ``bench/results/<section>-<mode>.json`` and prints the tables of docs/benchmarks.md.
 """
@@ -26,7 +28,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
-from bench import browser_latency, change_feed_latency, gateway_throughput
+from bench import browser_latency, change_feed_latency, gateway_throughput, soak
 from bench.harness import bench_settings, environment, kafka, produce_dataset, ratio, save_result
 from bench.throughput import run_competitor, throughput_ratios
 from tests.support import free_port
@@ -35,12 +37,12 @@ MODES = {
     # writing_single: events of lo_stream's writing module (five reducers) on one event per message.
     "quick": {"single_events": 20_000, "packed_events": 100_000, "students": (1_000, 10_000, 100_000),
               "writing_single": 20_000, "latency_seconds": {1_000: 5, 10_000: 2}, "gateway_seconds": 8,
-              "browser_seconds": {100: 20}},
+              "browser_seconds": {100: 20}, "soak_seconds": 60},
     "full": {"single_events": 1_000_000, "packed_events": 1_000_000, "students": (1_000, 10_000, 100_000, 1_000_000),
              "writing_single": 500_000, "latency_seconds": {1_000: 30, 10_000: 20}, "gateway_seconds": 30,
-             "browser_seconds": {100: 30, 1_000: 30}},
+             "browser_seconds": {100: 30, 1_000: 30}, "soak_seconds": 600},
 }
-SECTIONS = ("throughput", "scale", "latency", "gateway", "browser")
+SECTIONS = ("throughput", "scale", "latency", "gateway", "browser", "soak")
 STUDENTS = 10_000  # of the throughput comparison
 PACKED = 10  # events per message when packed
 PARTITIONS = 4
@@ -125,6 +127,9 @@ def main() -> None:
         for rate, seconds in mode["browser_seconds"].items():
             console.print(f"latency to the browser at {rate:,} events/s ...")
             browser_latency.run(rate, seconds, students=10)
+    if "soak" in sections:
+        console.print(f"soak: {mode['soak_seconds']} s through the gateway, 1% hostile frames ...")
+        soak.run(mode["soak_seconds"], rate=200, students=50, hostile_share=0.01)
     console.print("tables for docs/benchmarks.md: python -m bench.report")
 
 

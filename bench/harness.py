@@ -293,11 +293,12 @@ def worker_env(work: Path) -> dict[str, str]:
 
 
 class ProcessTreeSampler:
-    """Peak resident memory (sampled, process and children) and CPU time of a process tree."""
+    """Peak and last resident memory (sampled, process and children) and CPU time of a process tree."""
 
     def __init__(self, pid: int) -> None:
         self.root = psutil.Process(pid)
         self.peak_rss = 0
+        self.last_rss = 0
         self.cpu: dict[int, float] = {}
 
     def sample(self) -> None:
@@ -309,6 +310,7 @@ class ProcessTreeSampler:
                     rss += process.memory_info().rss
                     times = process.cpu_times()
                     self.cpu[process.pid] = times.user + times.system
+            self.last_rss = rss
             self.peak_rss = max(self.peak_rss, rss)
 
     @property

@@ -81,6 +81,17 @@ def tables(mode: str) -> str:
             out.append(f"| {r['date']} | {r['rate_events_per_s']:,.0f} | {sent} | {r['events']:,} | {r['events_seen']:,} | "
                        f"{ms['p50']:,} | {ms['p90']:,} | {ms['p99']:,} | {ms['max']:,} |")
         out.append("")
+    soaks = sorted(RESULTS.glob("soak-*.json"), key=lambda p: float(p.stem.split("-")[1].rstrip("s")))
+    if soaks:
+        out += ["| date | seconds | events/s | good events | counted exactly (students) | hostile frames | refused as "
+                "expected | gateway RSS start → end (MB) | worker RSS start → end (MB) |", "|---|---|---|---|---|---|---|---|---|"]
+        for path in soaks:
+            r = orjson.loads(path.read_bytes())
+            memory = {name: f"{m['start']} → {m['end']}" for name, m in r["rss_mb"].items()}
+            out.append(f"| {r['date']} | {r['seconds']:g} | {r['rate_events_per_s']:g} | {r['good_events']:,} | "
+                       f"{r['students_counted_exactly']} of {r['students']} | {r['hostile_frames']:,} | "
+                       f"{r['hostile_answered_as_expected']:,} | {memory['gateway']} | {memory['worker']} |")
+        out.append("")
     gateway = _load(f"gateway-{mode}")
     if gateway:
         g = gateway["gateway"]

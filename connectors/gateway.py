@@ -20,6 +20,7 @@ Responsibilities:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -49,9 +50,11 @@ OVERSIZE_SAMPLE_BYTES = 4096
 # Deepest nesting of objects and arrays an event may have. Learning Observer's events nest a few
 # levels; JSON encoders give up at a few hundred, and an event must be encoded again to be stored.
 MAX_DEPTH = 64
-# How long a closing connection keeps trying to store what it holds while Kafka is unreachable
-# (what is not stored was never acknowledged: the client knows to send it again).
-CLOSING_RETRY_S = 5.0
+# How long a closed connection keeps trying to store what it holds (Kafka unreachable or slow),
+# and how long the gateway's producer may take to stop: what is not stored was never
+# acknowledged, so the client knows to send it again; the gateway must not hang on it.
+CLOSING_WRITE_S = 8.0
+PRODUCER_STOP_S = 5.0
 # Optional fields of an event and the JSON types they must have.
 TYPED_FIELDS: dict[str, tuple[type, ...]] = {"source": (str,), "timestamp": (int, float), "doc_id": (str,)}
 JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
@@ -230,7 +233,11 @@ class Gateway:
             await connection.ws.close(code=1001, message=b"gateway shutting down")
 
     async def _stop(self, _: web.Application) -> None:
-        await self.producer.stop()
+        try:
+            await asyncio.wait_for(self.producer.stop(), PRODUCER_STOP_S)
+        except asyncio.TimeoutError:
+            logger.error("Kafka did not take the last writes within %.0f s of stopping; they were never acknowledged",
+                         PRODUCER_STOP_S)
 
     # -- authentication ----------------------------------------------------------------------
 
@@ -424,9 +431,15 @@ class Connection:
             deadline.cancel()
             self.closing = True
             self.wakeup.set()
-            # Whatever the client sent is stored even when it has gone away.
-            await writer
-            await self._dead_letter_held()
+            # Whatever the client sent is stored even when it has gone away, if Kafka takes it soon.
+            try:
+                await asyncio.wait_for(writer, CLOSING_WRITE_S)
+            except asyncio.TimeoutError:
+                unstored = len(self.in_flight) + len(self.pending)
+                logger.error("connection of %s closed: %d unacknowledged events not stored (Kafka did not take them "
+                             "within %.0f s)", self.identity.user_id if self.identity else "?", unstored, CLOSING_WRITE_S)
+            with contextlib.suppress(KafkaError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._dead_letter_held(), CLOSING_WRITE_S)
 
     async def _close_unless_authenticated(self) -> None:
         timeout = self.gateway.settings.gateway_auth_timeout_s
@@ -508,7 +521,7 @@ class Connection:
         await self.gateway.reject(exc, raw, self.identity, transport="websocket", seq=self.seq, ip=self.server["ip"])
 
     async def _write_loop(self) -> None:
-        backoff, gave_up_at = 0.5, None
+        backoff = 0.5
         while True:
             await self.wakeup.wait()
             self.wakeup.clear()
@@ -524,20 +537,15 @@ class Connection:
                     await self._store_one_by_one()  # one of them Kafka refuses for good: find it
                     continue
                 except KafkaError as exc:
-                    # Not stored, not acknowledged: keep the events and try again, but not for ever
-                    # once the client has gone (what is not acknowledged, it knows to send again).
+                    # Not stored, not acknowledged: keep the events and try again (once the client
+                    # has gone, for CLOSING_WRITE_S at most: see `run`).
                     self.pending.extendleft(reversed(self.in_flight))
                     self.in_flight = []
-                    if self.closing and time.monotonic() - (gave_up_at := gave_up_at or time.monotonic()) > CLOSING_RETRY_S:
-                        logger.error("connection of %s closed: %d unacknowledged events not stored (%s)",
-                                     self.identity.user_id, len(self.pending), exc)
-                        self.pending.clear()
-                        return
                     logger.error("Kafka did not store %d events (%s); retrying in %.1fs", len(envelopes), exc, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 10)
                     continue
-                backoff, gave_up_at = 0.5, None
+                backoff = 0.5
                 self.in_flight = []
                 self.gateway.metrics.accepted.labels("websocket").inc(len(envelopes))
                 self.gateway.metrics.messages.inc(len(sent))

@@ -19,6 +19,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from lo_stream.connectors.auth import TokenStore
 from lo_stream.connectors.local_kafka import LocalKafka
 from lo_stream.topics import ensure_topics
 from tests.support import ServiceProcess, envelope, free_port, free_port_pair, read_topic, wait_for_table
@@ -204,3 +205,29 @@ async def test_a_broker_outage_is_reported_in_a_few_lines_and_the_worker_carries
         assert worker.stop() == 0, worker.log_tail()
     assert worker.process.returncode == 0
     assert 0 < len(during) <= 40, "\n".join(during[:80])  # it is reported, and not per retry
+
+
+async def test_a_gateway_stops_within_seconds_of_sigterm_while_the_broker_is_down(chaos_settings, broker, tmp_path):
+    """What it holds unacknowledged cannot be stored then; the client knows to send it again. It
+    must not keep retrying for ever (and keep counting the connection) once told to stop."""
+    settings = chaos_settings.model_copy(update={"gateway_port": free_port()})
+    await ensure_topics(settings)
+    token = TokenStore(settings.gateway_tokens_file).add("ana")
+    gateway = ServiceProcess(settings, tmp_path / "gateway.log", ServiceProcess.GATEWAY).start()
+    base = f"http://127.0.0.1:{settings.gateway_port}"
+    await gateway.wait_until_serving(f"{base}/healthz")
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{base}/wsapi/in/?token={token}") as ws:
+        await ws.send_str(json.dumps({"event": "keystroke", "n": 1}))
+        while (reply := json.loads((await ws.receive(timeout=30)).data)).get("status") != "ack":
+            assert reply["status"] == "auth", reply
+        await asyncio.to_thread(broker.stop)
+        for n in range(2, 5):
+            await ws.send_str(json.dumps({"event": "keystroke", "n": n}))
+        await asyncio.sleep(2)
+        started = time.monotonic()
+        code = await asyncio.to_thread(gateway.stop, 60)
+        stopped_in = time.monotonic() - started
+    await asyncio.to_thread(broker.start)
+    assert code == 0, gateway.log_tail()
+    assert stopped_in < 20, f"{stopped_in:.0f} s to stop:\n{gateway.log_tail()}"
+    assert "closed: 3 unacknowledged events not stored" in gateway.log_file.read_text()
