@@ -34,7 +34,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLarge
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from lo_stream.connectors.auth import TokenStore
-from lo_stream.connectors.producer import EventProducer
+from lo_stream.connectors.producer import EventProducer, pack
 from lo_stream.envelopes import Identity, make_envelope
 from lo_stream.settings import Settings
 
@@ -527,51 +527,44 @@ class Connection:
             self.wakeup.clear()
             while self.pending:
                 self.in_flight = [self.pending.popleft() for _ in range(min(MAX_BATCH_EVENTS, len(self.pending)))]
-                envelopes = [
-                    make_envelope(frame.event, self.identity, **self.server, time=frame.received)
-                    for frame in self.in_flight
-                ]
                 try:
-                    sent = await self.gateway.producer.send_envelopes(self.identity.safe_user_id, envelopes)
-                except (MessageSizeTooLargeError, RecordTooLargeError):
-                    await self._store_one_by_one()  # one of them Kafka refuses for good: find it
-                    continue
+                    await self._write_in_flight()
                 except KafkaError as exc:
                     # Not stored, not acknowledged: keep the events and try again (once the client
                     # has gone, for CLOSING_WRITE_S at most: see `run`).
+                    logger.error("Kafka did not store %d events (%s); retrying in %.1fs", len(self.in_flight), exc, backoff)
                     self.pending.extendleft(reversed(self.in_flight))
                     self.in_flight = []
-                    logger.error("Kafka did not store %d events (%s); retrying in %.1fs", len(envelopes), exc, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 10)
                     continue
                 backoff = 0.5
-                self.in_flight = []
-                self.gateway.metrics.accepted.labels("websocket").inc(len(envelopes))
-                self.gateway.metrics.messages.inc(len(sent))
-                await self._acknowledge()
             if self.closing:
                 return
 
-    async def _store_one_by_one(self) -> None:
-        """The in-flight events one at a time: each Kafka refuses as too large is answered with an
-        error and dead-lettered (a sample of it); the others are stored."""
-        for n, frame in enumerate(self.in_flight):
-            envelope = make_envelope(frame.event, self.identity, **self.server, time=frame.received)
+    async def _write_in_flight(self) -> None:
+        """Store the in-flight events, one Kafka message (a packed run) after the other: a message
+        is stored whole or not at all, so after a failure exactly the events not yet stored are
+        left in flight (sending them again duplicates nothing). A run Kafka refuses as too large
+        (a lone large event, as runs are packed) is answered and dead-lettered instead."""
+        envelopes = [make_envelope(frame.event, self.identity, **self.server, time=frame.received)
+                     for frame in self.in_flight]
+        for run in pack(envelopes):
+            frames = self.in_flight[:len(run)]
             try:
-                await self.gateway.producer.send_envelopes(self.identity.safe_user_id, [envelope])
-            except KafkaError as exc:
-                if not isinstance(exc, (MessageSizeTooLargeError, RecordTooLargeError)):
-                    self.pending.extendleft(reversed(self.in_flight[n:]))  # the write loop tries these again
-                    break
+                await self.gateway.producer.send_envelopes(self.identity.safe_user_id, run)
+            except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
                 refused = RejectedEvent("too_large", f"Kafka refused the event as too large ({exc})")
-                await self._reply({"status": "error", "seq": frame.seq, "reason": refused.reason, "message": str(refused)})
-                await self.gateway.reject(refused, orjson.dumps(envelope), self.identity, transport="websocket",
-                                          seq=frame.seq, ip=self.server["ip"])
+                for frame, envelope in zip(frames, run):
+                    await self._reply({"status": "error", "seq": frame.seq, "reason": refused.reason,
+                                       "message": str(refused)})
+                    await self.gateway.reject(refused, orjson.dumps(envelope), self.identity, transport="websocket",
+                                              seq=frame.seq, ip=self.server["ip"])
             else:
-                self.gateway.metrics.accepted.labels("websocket").inc()
-        self.in_flight = []
-        await self._acknowledge()
+                self.gateway.metrics.accepted.labels("websocket").inc(len(run))
+                self.gateway.metrics.messages.inc()
+            self.in_flight = self.in_flight[len(run):]
+            await self._acknowledge()
 
     async def _acknowledge(self) -> None:
         """Tell the client how far every frame is safe: stored, or answered with an error."""

@@ -312,6 +312,27 @@ async def test_locked_fields_are_checked_and_bounded_and_deep_events_refused_alo
 
 
 @pytest.mark.kafka
+async def test_an_event_kafka_refuses_as_too_large_is_answered_and_dead_lettered_alone(settings, start_gateway):
+    """A deployment may allow events larger than a Kafka message can be: the one Kafka refuses
+    is answered and dead-lettered (a sample of it), not retried for ever, and its neighbours are stored."""
+    _, base = await start_gateway(settings, gateway_insecure_identity=True, gateway_max_event_bytes=4 * 1024 * 1024)
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{base}/wsapi/in/", max_msg_size=0) as ws:
+            client = Client(ws)
+            await client.send({"event": "test_framework_fake_identity", "user_id": "ana"})
+            await client.send({"event": "keystroke", "n": 1})
+            await client.send({"event": "keystroke", "n": 2, "pad": "x" * (1536 * 1024)})
+            await client.send({"event": "keystroke", "n": 3})
+            await client.acked(4)
+    [(seq, reason)] = client.errors().items()
+    assert (seq, reason) == (3, "too_large")
+    assert [envelope["client"]["n"] for _, envelope in await stored_events(settings)] == [1, 3]
+    [letter] = await dead_letters(settings)
+    assert letter["reason"].startswith("too_large: Kafka refused the event as too large")
+    assert letter["raw_truncated"] and letter["raw_bytes"] > 1536 * 1024
+
+
+@pytest.mark.kafka
 async def test_an_event_too_deep_to_store_is_refused_alone_over_http(settings, start_gateway):
     token = TokenStore(settings.gateway_tokens_file).add("ana")
     _, base = await start_gateway(settings)
