@@ -367,6 +367,9 @@ class Gateway:
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+# Refusals of who a client says it is: logged (once per connection), not only answered.
+IDENTITY_REFUSALS = {"insecure_identity_disabled", "unknown_token", "auth_conflict"}
+
 # Events that steer a websocket connection and are not stored as events.
 CONTROL_EVENTS = {"lock_fields", "test_framework_fake_identity", "auth_token", "local_storage", "metadata_finished"}
 
@@ -414,6 +417,7 @@ class Connection:
         self.in_flight: list[Frame] = []
         self.wakeup = asyncio.Event()
         self.closing = False
+        self.refusal_logged = False  # an identity refusal is logged once per connection
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write_loop())
@@ -519,6 +523,10 @@ class Connection:
     async def _refuse(self, exc: RejectedEvent, raw: bytes) -> None:
         await self._reply({"status": "error", "seq": self.seq, "reason": exc.reason, "message": str(exc)})
         await self.gateway.reject(exc, raw, self.identity, transport="websocket", seq=self.seq, ip=self.server["ip"])
+        if exc.reason in IDENTITY_REFUSALS and not self.refusal_logged:  # an operator must see a class locked out
+            self.refusal_logged = True
+            logger.warning("refused the identity of a connection from %s (%s): %s", self.server["ip"] or "?",
+                           exc.reason, exc)
 
     async def _write_loop(self) -> None:
         backoff = 0.5

@@ -207,7 +207,7 @@ async def test_a_token_in_the_url_is_not_written_to_the_access_log(settings, sta
 @pytest.mark.kafka
 async def test_fake_identity_only_in_development_mode(settings, start_gateway):
     identify = {"event": "test_framework_fake_identity", "source": SOURCE, "user_id": "Bob Smith"}
-    _, secure = await start_gateway(settings)
+    secure_gateway, secure = await start_gateway(settings)
     _, insecure = await start_gateway(settings, gateway_insecure_identity=True)
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(f"{secure}/wsapi/in/") as ws:
@@ -216,6 +216,8 @@ async def test_fake_identity_only_in_development_mode(settings, start_gateway):
             reply = await refused.until(lambda r: r["status"] == "error")
             assert reply["reason"] == "insecure_identity_disabled"
             assert "LO_STREAM_GATEWAY_INSECURE_IDENTITY" in reply["message"]
+            await refused.send(identify)  # a client trying again on the same connection
+            await refused.until(lambda r: r["status"] == "error" and r["seq"] == 2)
         async with http.ws_connect(f"{insecure}/wsapi/in/") as ws:
             accepted = Client(ws)
             await accepted.send(identify)
@@ -226,9 +228,14 @@ async def test_fake_identity_only_in_development_mode(settings, start_gateway):
     [(key, envelope)] = await stored_events(settings)
     assert key == "Bob+Smith"
     assert envelope["metadata"]["auth"]["providence"] == "tsu"
-    [letter] = await dead_letters(settings)
-    assert letter["reason"].startswith("insecure_identity_disabled") and letter["stage"] == "gateway"
-    assert json.loads(letter["raw"]) == identify
+    letters = await dead_letters(settings)
+    assert len(letters) == 2 and all(json.loads(letter["raw"]) == identify for letter in letters)
+    assert all(letter["reason"].startswith("insecure_identity_disabled") and letter["stage"] == "gateway"
+               for letter in letters)
+    # The operator sees it too: once per connection, with the reason and what to do.
+    refusals = [line for line in secure_gateway.log_file.read_text().splitlines() if "refused the identity" in line]
+    assert len(refusals) == 1, refusals
+    assert "(insecure_identity_disabled)" in refusals[0] and "LO_STREAM_GATEWAY_INSECURE_IDENTITY" in refusals[0]
 
 
 @pytest.mark.kafka
