@@ -91,10 +91,14 @@ class EventProducer:
     async def queue_envelopes(self, student: str, envelopes: list[dict]) -> list[Any]:
         """Hand envelopes to the producer without waiting for the broker; await the returned
         futures (or call `flush`) to know they are stored. For bulk loads."""
-        return [
-            await self._producer.send(self.settings.topics.events, key=student.encode(), value=encode_message(run))
-            for run in pack(envelopes)
-        ]
+        return [await self._queue_run(student, run) for run in pack(envelopes)]
+
+    async def send_run(self, student: str, run: list[dict]) -> RecordMetadata:
+        """Store one run of a student's envelopes as made by `pack`: one message, stored whole or not at all."""
+        return await (await self._queue_run(student, run))
+
+    async def _queue_run(self, student: str, run: list[dict]) -> Any:
+        return await self._producer.send(self.settings.topics.events, key=student.encode(), value=encode_message(run))
 
     async def flush(self) -> None:
         await self._producer.flush()
