@@ -47,6 +47,7 @@ from bench.harness import (  # noqa: E402
     student_name,
 )
 from lo_stream.connectors.rosters import roster_student, write_course  # noqa: E402
+from lo_stream.envelopes import Identity  # noqa: E402
 from lo_stream.modules import load_modules  # noqa: E402
 from lo_stream.query.access import UserStore  # noqa: E402
 from lo_stream.reducers import registry  # noqa: E402
@@ -118,13 +119,14 @@ async def warm_up(settings, producer, feed) -> None:
 async def via_gateway(settings, rate: float, seconds: float, students: int, log_dir: Path) -> tuple[list[float], float]:
     await ensure_topics(settings)
     names = [student_name(i) for i in range(students)]
+    identities = {name: Identity.test_case(name) for name in names}  # as the gateway records them
     await write_course(settings, {"course_id": COURSE, "name": "Bench", "teachers": []},
-                       [roster_student(name, "Given", name) for name in names])
+                       [roster_student(i.user_id, "Given", name, key=i.safe_user_id) for name, i in identities.items()])
     token = UserStore(settings.users_file).add("bench", "admin")
     worker = ServiceProcess(settings, log_dir / "worker.log").start()
     gateway, gateway_url = await start_gateway(settings, log_dir)
     worker_url = f"http://{settings.bind_host}:{settings.worker_port}"
-    sent: dict[str, collections.deque] = {name: collections.deque() for name in names}
+    sent: dict[str, collections.deque] = {i.safe_user_id: collections.deque() for i in identities.values()}
     latencies: list[float] = []
     try:
         await worker.wait_until_serving(f"{worker_url}/metrics")
@@ -150,7 +152,7 @@ async def via_gateway(settings, rate: float, seconds: float, students: int, log_
             async for i in pace:
                 name = names[i % students]
                 event = keystroke(name)
-                sent[name].append(event["timestamp"])
+                sent[identities[name].safe_user_id].append(event["timestamp"])
                 await clients[name].send(event)
             # An overloaded worker may take long to catch up: report what it did not show in time.
             await asyncio.wait([following], timeout=FOLLOW_TIMEOUT_S)

@@ -31,6 +31,7 @@ import orjson
 
 from bench.gateway_throughput import keystroke, start_gateway
 from bench.harness import SOURCE, ProcessTreeSampler, bench_settings, environment, kafka, save_result, student_name
+from lo_stream.envelopes import Identity
 from lo_stream.settings import Settings
 from tests.support import ServiceProcess, free_port, read_table, read_topic
 
@@ -137,7 +138,7 @@ async def soak(settings: Settings, seconds: float, rate: float, students: int, h
             await sampling
             for client in clients:
                 await client.wait_acked(timeout=120)
-            expected = {client.student: len(client.good) for client in clients}
+            expected = {Identity.test_case(client.student).safe_user_id: len(client.good) for client in clients}
             counted = await _counted(settings, expected, worker)
             for client in clients:
                 await client.close()

@@ -42,7 +42,6 @@ __all__ = ["Gateway", "RejectedEvent", "decode_event", "lock_fields", "nesting",
 
 logger = logging.getLogger(__name__)
 
-INSECURE_PROVIDENCE = "tsu"  # LO's name: test script, unauthenticated
 # Events a connection packs into one write; more wait for the next one.
 MAX_BATCH_EVENTS = 500
 # How much of an oversize input a dead letter keeps (the whole of it may not fit in Kafka).
@@ -258,7 +257,7 @@ class Gateway:
             )
         if not isinstance(user_id, str) or not user_id:
             raise RejectedEvent("wrong_type", '"user_id" of test_framework_fake_identity must be a non-empty string')
-        return Identity.of(user_id, INSECURE_PROVIDENCE)
+        return Identity.test_case(user_id)
 
     def server_fields(self, request: web.Request) -> dict:
         return {

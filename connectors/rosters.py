@@ -18,7 +18,10 @@ A roster record::
      "safe_user_id": "ana@school.org", "given_name": "Ana", "family_name": "Lima",
      "full_name": "Ana Lima", "email": "ana@school.org", "photo_url": ""}]}
 
-``safe_user_id`` is the key of the student's reducer tables (see `lo_stream.envelopes`).
+``safe_user_id`` is the key of the student's reducer tables (see `lo_stream.envelopes`). In
+Learning Observer's JSON, ``user_id`` *is* that key (LO's rosters list ``gc-<Google id>`` or, for
+its test users, ``tc-testcase-<id>``), so it is kept as it is; a CSV's ``user_id`` is the id a
+student signs in with, keyed the way the gateway keys a token's user (`safe_user_id`).
 """
 
 from __future__ import annotations
@@ -103,11 +106,13 @@ def _field(item: Any, dotted: str, where: str, *, required: bool) -> str:
     return value.strip()
 
 
-def roster_student(user_id: str, given: str, family: str, full: str = "", email: str = "", photo: str = "") -> dict:
-    """One student of a roster record."""
+def roster_student(
+    user_id: str, given: str, family: str, full: str = "", email: str = "", photo: str = "", *, key: str | None = None
+) -> dict:
+    """One student of a roster record; `key` is their events' key (`safe_user_id(user_id)` if not given)."""
     return {
         "user_id": user_id,
-        "safe_user_id": safe_user_id(user_id),
+        "safe_user_id": safe_user_id(user_id) if key is None else key,
         "given_name": given,
         "family_name": family,
         "full_name": full or " ".join(part for part in (given, family) if part) or user_id,
@@ -122,14 +127,16 @@ def parse_roster(path: Path) -> list[dict]:
     students: list[dict] = []
     if _is_json(path, text):
         for where, item in _json_objects(path, text, "student"):
+            user_id = _field(item, "user_id", where, required=True)
             students.append(
                 roster_student(
-                    _field(item, "user_id", where, required=True),
+                    user_id,
                     _field(item, "profile.name.given_name", where, required=False),
                     _field(item, "profile.name.family_name", where, required=False),
                     _field(item, "profile.name.full_name", where, required=False),
                     _field(item, "profile.email_address", where, required=False),
                     _field(item, "profile.photo_url", where, required=False),
+                    key=user_id,  # LO's user_id is the events' key already
                 )
             )
     else:

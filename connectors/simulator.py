@@ -6,8 +6,9 @@ Responsibilities:
    dashboards show names;
 2. let every student type texts into several Google Docs at once, as the Google Docs extension
    reports it: one ``google_docs_save`` event per keystroke (``bundles[{commands: [{ty: "is", ibi,
-   s}]}]``), typos corrected with a delete (``ty: "ds"``), gaps drawn from an exponential with mean
-   `ici` seconds, and now and then a pause;
+   s}]}]``, the document as ``object`` with its title and URL, as LO's extension sends it), typos
+   corrected with a delete (``ty: "ds"``), gaps drawn from an exponential with mean `ici` seconds,
+   and now and then a pause;
 3. send through the gateway's websocket (with the development identity) or straight to Kafka;
 4. keep its own account of what each student typed, so that tables can be checked against it.
 """
@@ -26,7 +27,7 @@ import aiohttp
 
 from lo_stream.connectors.producer import EventProducer
 from lo_stream.connectors.rosters import roster_student, write_course
-from lo_stream.envelopes import Identity, make_envelope, safe_user_id
+from lo_stream.envelopes import Identity, make_envelope
 from lo_stream.settings import Settings
 
 __all__ = ["SOURCE", "SimulatedStudent", "SimulationError", "invent_class", "simulate"]
@@ -34,7 +35,6 @@ __all__ = ["SOURCE", "SimulatedStudent", "SimulationError", "invent_class", "sim
 logger = logging.getLogger(__name__)
 
 SOURCE = "org.mitros.writing_analytics"
-SIMULATOR_PROVIDENCE = "simulator"
 TYPO_PROBABILITY = 0.03
 PAUSE_PROBABILITY = 0.005
 SWITCH_DOCUMENT_PROBABILITY = 0.01
@@ -66,6 +66,10 @@ SENTENCES = (
     "I think homework should be shorter but happen more often.",
 )
 TYPO_KEYS = "qwertyuiopasdfghjklzxcvbnm"
+TITLES = (
+    "My argument", "Lab report", "Book review", "Persuasive essay", "Reading response", "Field notes",
+    "Science journal", "Letter to the editor", "Short story", "Debate notes",
+)
 
 
 class SimulationError(RuntimeError):
@@ -76,19 +80,31 @@ class SimulationError(RuntimeError):
 class SimulatedStudent:
     """One student: who they are, what they mean to write, and what they have written so far."""
 
-    user_id: str
+    user_id: str  # as sent in test_framework_fake_identity
     given_name: str
     family_name: str
     plans: dict[str, str]  # doc_id -> the text the student means to write
     texts: dict[str, str] = field(default_factory=dict)  # doc_id -> the text as it stands
+    titles: dict[str, str] = field(default_factory=dict)  # doc_id -> the document's title
     events: int = 0
 
     @property
+    def identity(self) -> Identity:
+        """Who the gateway says the student is: Learning Observer's test identity."""
+        return Identity.test_case(self.user_id)
+
+    @property
     def safe_user_id(self) -> str:
-        return safe_user_id(self.user_id)
+        return self.identity.safe_user_id
 
     def summary(self) -> dict:
-        return {"user_id": self.user_id, "events": self.events, "documents": dict(self.texts)}
+        return {"user_id": self.user_id, "events": self.events, "documents": dict(self.texts),
+                "titles": dict(self.titles)}
+
+    def plan(self, doc_id: str, text: str, rng: random.Random) -> None:
+        """Mean to write `text` in a new document, with a title."""
+        self.plans[doc_id] = text
+        self.titles[doc_id] = f"{rng.choice(TITLES)} ({len(self.plans)})"
 
 
 def invent_class(students: int, seed: int) -> list[SimulatedStudent]:
@@ -100,11 +116,11 @@ def invent_class(students: int, seed: int) -> list[SimulatedStudent]:
     for index in range(students):
         given, family = names[index % len(names)]
         user_id = f"{given}.{family}.{index}@example.edu".lower()
-        plans = {}
+        pupil = SimulatedStudent(user_id, given, family, {})
         for number in range(DOCUMENTS_PER_STUDENT):
             start = rng.randrange(len(SENTENCES))
-            plans[f"doc-{index}-{number}"] = " ".join(SENTENCES[(start + k) % len(SENTENCES)] for k in range(3))
-        pupils.append(SimulatedStudent(user_id, given, family, plans))
+            pupil.plan(f"doc-{index}-{number}", " ".join(SENTENCES[(start + k) % len(SENTENCES)] for k in range(3)), rng)
+        pupils.append(pupil)
     return pupils
 
 
@@ -150,6 +166,12 @@ class Typist:
             "doc_id": self.document,
             "timestamp": int(time.time() * 1000),
             "bundles": [{"commands": [command]}],
+            "object": {
+                "type": "http://schema.learning-observer.org/writing-observer/",
+                "id": self.document,
+                "title": student.titles[self.document],
+                "url": f"https://docs.google.com/document/d/{self.document}/edit",
+            },
         }
 
     def _done(self, document: str) -> bool:
@@ -160,7 +182,7 @@ class Typist:
         unfinished = [d for d in plans if not self._done(d)]
         if not unfinished:  # everything written: start a new essay
             document = f"doc-{self.student.user_id.split('@')[0]}-{len(plans)}"
-            plans[document] = " ".join(self.rng.sample(SENTENCES, 3))
+            self.student.plan(document, " ".join(self.rng.sample(SENTENCES, 3)), self.rng)
             unfinished = [document]
         self.document = self.rng.choice(unfinished)
 
@@ -181,7 +203,10 @@ async def simulate(
     """Run a class for `duration` seconds (or until cancelled); return the students, with what
     they typed. Every event they sent is stored (acknowledged) when this returns."""
     pupils = invent_class(students, seed)
-    roster = [roster_student(p.user_id, p.given_name, p.family_name, email=p.user_id) for p in pupils]
+    roster = [
+        roster_student(p.identity.user_id, p.given_name, p.family_name, email=p.user_id, key=p.safe_user_id)
+        for p in pupils
+    ]
     await write_course(settings, {"course_id": course_id, "name": course_name, "teachers": list(teachers)}, roster)
     rngs = [random.Random(f"{seed}-{index}") for index in range(students)]
     typists = [Typist(pupil, rng, ici) for pupil, rng in zip(pupils, rngs)]
@@ -226,7 +251,7 @@ class DirectSessions:
         await self.producer.stop()
 
     async def open(self, student: SimulatedStudent) -> "DirectSessions._Session":
-        return self._Session(self, Identity.of(student.user_id, SIMULATOR_PROVIDENCE))
+        return self._Session(self, student.identity)
 
     class _Session:
         def __init__(self, sessions: "DirectSessions", identity: Identity) -> None:

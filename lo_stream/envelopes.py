@@ -11,6 +11,7 @@ student (producers batch to cut per-message cost). The message key is the studen
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -19,16 +20,20 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "GOOGLE_DOC_URL",
+    "TEST_CASE_PROVIDENCE",
     "BadLine",
     "Identity",
     "MalformedEventError",
     "client_problem",
     "decode_envelopes",
+    "encode_id",
     "encode_message",
     "make_envelope",
     "parse_log_line",
     "safe_user_id",
     "student_of",
+    "with_doc_id",
 ]
 
 
@@ -41,11 +46,25 @@ def safe_user_id(user_id: str) -> str:
     return urllib.parse.quote_plus(user_id, safe="@")
 
 
+def encode_id(providence: str, user_id: str) -> str:
+    """Learning Observer's ``encode_id``: the key of a user whose id comes from `providence`, so
+    that ids from different sources never collide.
+
+    >>> encode_id("tc", "testcase-ana lima")
+    'tc-testcase-ana+lima'
+    """
+    return f"{providence}-{safe_user_id(user_id)}"
+
+
+TEST_CASE_PROVIDENCE = "tc"
+"""Learning Observer's providence for its unauthenticated test identity (``testcase_auth``)."""
+
+
 @dataclass(frozen=True)
 class Identity:
     """Who sent an event, as ``metadata.auth`` records it.
 
-    `providence` says how we know: ``token`` (a client token), ``tsu`` (the unauthenticated test
+    `providence` says how we know: ``token`` (a client token), ``tc`` (the unauthenticated test
     identity of development mode), ``log`` (a log file replayed by an operator).
     """
 
@@ -57,14 +76,48 @@ class Identity:
     def of(cls, user_id: str, providence: str) -> "Identity":
         return cls(user_id, safe_user_id(user_id), providence)
 
+    @classmethod
+    def test_case(cls, user_id: str) -> "Identity":
+        """Learning Observer's test identity (``test_framework_fake_identity``), as LO records it,
+        so that rosters made for LO's test users join unchanged.
+
+        >>> Identity.test_case("Ana Lima")
+        Identity(user_id='testcase-Ana Lima', safe_user_id='tc-testcase-Ana+Lima', providence='tc')
+        """
+        user_id = "testcase-" + user_id
+        return cls(user_id, encode_id(TEST_CASE_PROVIDENCE, user_id), TEST_CASE_PROVIDENCE)
+
     def as_auth(self) -> dict[str, str]:
         return {"user_id": self.user_id, "safe_user_id": self.safe_user_id, "providence": self.providence}
 
 
+GOOGLE_DOC_URL = re.compile(r"^https://docs.google.com/document/d/[^/\s]+/[a-zA-Z]+")
+"""An editor's URL of a Google Doc (``.../document/d/<id>/edit``), not Docs' home page."""
+
+
+def with_doc_id(event: dict) -> dict:
+    """Learning Observer's common migrator: an event that names its Google Doc only as its
+    ``object`` (keystrokes, visibility) gets ``doc_id`` = ``object.id``, when ``object.url`` is a
+    document's URL. Reducers kept per document then see it. Changes `event` in place.
+
+    >>> with_doc_id({"event": "keystroke", "object": {"id": "d1", "url": "https://docs.google.com/document/d/d1/edit"}})["doc_id"]
+    'd1'
+    """
+    if event.get("doc_id"):
+        return event
+    thing = event.get("object")
+    if isinstance(thing, dict) and isinstance(thing.get("url"), str) and GOOGLE_DOC_URL.match(thing["url"]):
+        doc_id = thing.get("id")
+        if isinstance(doc_id, str) and doc_id:
+            event["doc_id"] = doc_id
+    return event
+
+
 def make_envelope(event: dict, identity: Identity, **server: Any) -> dict:
-    """Wrap an event as sent by a client: ``server`` gets the receive time plus what is given."""
+    """Wrap an event as sent by a client (with `with_doc_id`): ``server`` gets the receive time
+    plus what is given."""
     return {
-        "client": event,
+        "client": with_doc_id(event),
         "server": {"time": time.time(), **server},
         "metadata": {"auth": identity.as_auth()},
     }
@@ -175,6 +228,7 @@ def parse_log_line(line: bytes, identity: Identity | None, executable: str) -> t
         student = student_of(value)
         if not isinstance(student, str) or not student:
             raise BadLine("an envelope without metadata.auth.safe_user_id: whose events are these?")
+        with_doc_id(value["client"])
         return student, value
     if not isinstance(value.get("event"), str):
         raise BadLine('neither an envelope (no "client") nor an event (no "event" string)')

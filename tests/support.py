@@ -239,3 +239,54 @@ def assigned_partitions(worker: ServiceProcess, settings: Settings) -> str:
     """The events-topic partitions `worker` last reported holding (e.g. '0-1'), or ''."""
     found = re.findall(rf"assigned partitions (\S+) of {re.escape(settings.topics.events)} ", worker.log_file.read_text())
     return found[-1] if found and found[-1] != "none" else ""
+
+
+LO_DOC = "1RkWp-lo-essay"
+LO_DOC_URL = f"https://docs.google.com/document/d/{LO_DOC}/edit"
+
+
+def lo_writing_session(clock: int, source: str = "org.mitros.writing_analytics") -> list[dict]:
+    """A student's events as Learning Observer's Google Docs extension sends them (before the
+    gateway wraps them), in the shapes LO's writing reducers read: the document as ``object``
+    (title, URL; keystrokes carry no ``doc_id``), a ``document_history`` when it is opened, saves
+    in a document that had 119 characters before logging began, a tab added, written in and
+    renamed, a delete undone by ``rvrt``, and the Chrome sign-in. `LO_SESSION` says what they give.
+    """
+    thing = {"type": "http://schema.learning-observer.org/writing-observer/", "id": LO_DOC,
+             "title": "Unit 3 essay #essay #unit3", "url": LO_DOC_URL}
+
+    def save(*commands: dict, **fields: Any) -> dict:
+        return {"event": "google_docs_save", "doc_id": LO_DOC, "bundles": [{"commands": list(commands)}], **fields}
+
+    events = [
+        {"event": "document_history", "doc_id": LO_DOC, "history": {"changelog": []}},
+        {"event": "keystroke", "keystroke": {"key": "S"}, "chrome_identity": {"email": "alberta@school.org"}},
+        save({"ty": "is", "ibi": 120, "s": "Second paragraph."}),  # 119 characters were there already
+        save({"ty": "is", "ibi": 1, "s": "Title: "}),  # before them: "Second..." moves to 127
+        save({"ty": "ds", "si": 127, "ei": 133}),  # "Second " deleted ...
+        save({"ty": "rvrt", "snapshot": [{"ty": "is", "ibi": 127, "s": "Second ", "sl": 0}]}),  # ... and undone
+        save({"ty": "mlti", "mts": [
+            {"ty": "ac", "d": ["t.notes", [0, "Notes"]]},
+            {"ty": "nm", "nmc": {"ty": "is", "ibi": 1, "s": "remember sources"}, "nmr": ["x", "t.notes"]},
+        ]}),
+        save({"ty": "ucp", "d": ["t.notes", [0, [0, "Research notes"]]]}, tab_id="t.notes"),
+        {"event": "keystroke", "keystroke": {"key": "r"}, "url": f"{LO_DOC_URL}?tab=t.notes"},
+        {"event": "keystroke", "keystroke": {"key": "e"}, "tab_id": "t.notes"},
+        {"event": "visibility", "visibility": "hidden"},
+    ]
+    for step, event in enumerate(events):
+        event.update(source=source, timestamp=clock + 1000 * step, object=dict(thing))
+    return events
+
+
+LO_SESSION = {
+    "text": "Title: Second paragraph.",
+    "unseen": 119,
+    "tab_text": {"t.notes": "remember sources"},
+    "words": 5,
+    "title": "Unit 3 essay #essay #unit3",
+    "tabs": {"t.notes": "Research notes"},
+    "tags": {"essay": [LO_DOC], "unit3": [LO_DOC]},
+    "email": "alberta@school.org",
+}
+"""What `lo_writing_session` gives in lo_stream.writing's tables (worked out by hand from LO's rules)."""

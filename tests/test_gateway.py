@@ -223,11 +223,14 @@ async def test_fake_identity_only_in_development_mode(settings, start_gateway):
             await accepted.send(identify)
             await accepted.send({"event": "metadata_finished"})
             await accepted.send({"event": "keystroke", "n": 1})
-            assert (await accepted.until(lambda r: r["status"] == "auth"))["user_id"] == "Bob Smith"
+            assert (await accepted.until(lambda r: r["status"] == "auth"))["user_id"] == "testcase-Bob Smith"
             await accepted.acked(3)
     [(key, envelope)] = await stored_events(settings)
-    assert key == "Bob+Smith"
-    assert envelope["metadata"]["auth"]["providence"] == "tsu"
+    # Learning Observer's test identity: user id "testcase-<id>", key encode_id("tc", it), providence "tc"
+    assert key == "tc-testcase-Bob+Smith"
+    assert envelope["metadata"]["auth"] == {
+        "user_id": "testcase-Bob Smith", "safe_user_id": "tc-testcase-Bob+Smith", "providence": "tc",
+    }
     letters = await dead_letters(settings)
     assert len(letters) == 2 and all(json.loads(letter["raw"]) == identify for letter in letters)
     assert all(letter["reason"].startswith("insecure_identity_disabled") and letter["stage"] == "gateway"
@@ -273,7 +276,7 @@ async def test_bad_input_is_answered_and_dead_lettered_while_good_events_arrive(
     assert [letter["reason"].split(":")[0] for letter in letters] == list(expected.values())
     assert letters[0]["raw"] == "{not json"
     assert json.loads(letters[4]["raw"])["pad"] == "x" * 3000
-    assert all(letter["user_id"] == "ana" for letter in letters)
+    assert all(letter["user_id"] == "testcase-ana" for letter in letters)
     assert 'lo_stream_gateway_events_rejected_total{reason="wrong_type"} 2.0' in metrics
     assert 'lo_stream_gateway_events_accepted_total{transport="websocket"} 2.0' in metrics
 

@@ -15,13 +15,23 @@ from lo_stream.envelopes import Identity, encode_message, make_envelope
 from lo_stream.modules import load_modules
 from lo_stream.reducers import ReducerRegistry, registry, student_event_reducer
 from lo_stream.topics import ensure_topics
-from tests.support import ServiceProcess, envelope, lo_stream_command, produce, read_table, state_only, wait_for_table
+from tests.support import (
+    ServiceProcess,
+    envelope,
+    lo_stream_command,
+    lo_writing_session,
+    produce,
+    read_table,
+    state_only,
+    wait_for_table,
+)
 
 WRITING = "writing"
 
 
 def simulated_class(students: int, events_each: int) -> list[dict]:
-    """A simulated class's Google Docs saves and keystrokes, interleaved, with made-up timestamps."""
+    """A simulated class's Google Docs saves and keystrokes, interleaved, with made-up timestamps,
+    then each student's session in LO's event shapes (titles, tabs, history, Chrome sign-in)."""
     rng = random.Random(7)
     typists = [Typist(student, rng, ici=0.1) for student in invent_class(students, seed=3)]
     clock = 1_700_000_000_000
@@ -35,6 +45,9 @@ def simulated_class(students: int, events_each: int) -> list[dict]:
             if rng.random() < 0.2:
                 envelopes.append(make_envelope({"event": "keystroke", "source": event["source"], "timestamp": clock + 5,
                                                 "doc_id": event["doc_id"]}, identity))
+    for typist in typists:
+        identity = Identity.of(typist.student.user_id, "test")
+        envelopes.extend(make_envelope(event, identity) for event in lo_writing_session(clock))
     return envelopes
 
 

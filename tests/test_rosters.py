@@ -42,6 +42,13 @@ def test_learning_observer_roster_json(tmp_path):
     ]
 
 
+def test_learning_observer_roster_user_ids_are_keys_as_they_are(tmp_path):
+    """LO's rosters list its test users by their key (encode_id("tc", "testcase-<id>")): not re-quoted."""
+    path = tmp_path / "roster.json"
+    path.write_text(json.dumps([{"user_id": "tc-testcase-Ana+Lima"}, {"user_id": "tc-testcase-bo%40x"}]))
+    assert [s["safe_user_id"] for s in parse_roster(path)] == ["tc-testcase-Ana+Lima", "tc-testcase-bo%40x"]
+
+
 def test_csv_roster_keys_students_like_the_gateway(tmp_path):
     path = tmp_path / "roster.csv"
     path.write_text("user_id,given_name,family_name,email\nana lima,Ana,Lima,ana@school.org\n")

@@ -44,8 +44,8 @@ async def test_run_brings_up_the_whole_stack_and_stops_cleanly(settings, tmp_pat
         password = re.search(r"sign in as teacher / (\S+)\)", log.read_text()).group(1)
         rows = await until_class_typing(settings, password, run)
         assert len(rows) == 2 and all(row["events"] > 0 and row["full_name"] for row in rows)
-        await wait_for_table(settings, EVENT_COUNT, {"ana": 3}, run,
-                             project=lambda v: v["state"]["count"], keys={"ana"})
+        await wait_for_table(settings, EVENT_COUNT, {"tc-testcase-ana": 3}, run,
+                             project=lambda v: v["state"]["count"], keys={"tc-testcase-ana"})
         dashboard = f"http://127.0.0.1:{settings.dashboard_port}"
         await run.wait_until_serving(f"{dashboard}/login")  # Panel takes its time to import on a busy machine
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:  # cookies for 127.0.0.1

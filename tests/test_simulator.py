@@ -13,11 +13,11 @@ import pytest
 from lo_stream.connectors.simulator import Typist, invent_class
 from lo_stream.envelopes import decode_envelopes
 from lo_stream.tables.rosters import RosterTable
-from lo_stream.writing import _apply_commands
+from lo_stream.google_docs import Document
 from tests.support import ServiceProcess, free_port, lo_stream_command, read_topic, wait_for_table
 
 EVENT_COUNT = "lo_stream.writing.event_count-v1"
-TEXT = "lo_stream.writing.text-v1"
+TEXT = "lo_stream.writing.text-v2"
 
 
 def test_the_same_seed_invents_the_same_class():
@@ -37,11 +37,12 @@ def test_keystrokes_rebuild_the_typed_text():
         event = typist.next_event()
         command = event["bundles"][0]["commands"][0]
         kinds.add(command["ty"])
-        texts[event["doc_id"]], _ = _apply_commands(texts.get(event["doc_id"], ""), 1, [command])
-    assert texts == student.texts
+        texts.setdefault(event["doc_id"], Document()).apply(command)
+        assert event["object"]["title"] == student.titles[event["doc_id"]]  # as LO's extension sends it
+    assert {doc: text.text for doc, text in texts.items()} == student.texts
     assert kinds == {"is", "ds"}  # typos are typed and corrected
     assert student.events == 3000
-    assert all(student.plans[doc].startswith(text) for doc, text in texts.items())
+    assert all(student.plans[doc].startswith(text.text) for doc, text in texts.items())
 
 
 @pytest.mark.kafka
@@ -111,6 +112,6 @@ async def test_direct_mode_writes_every_keystroke_to_kafka(settings, tmp_path):
     for key, value in await read_topic(settings, settings.topics.events, latest_per_key=False):
         for envelope in decode_envelopes(orjson.dumps(value), key.decode()):
             assert envelope["client"]["event"] == "google_docs_save"
-            assert envelope["metadata"]["auth"]["providence"] == "simulator"
+            assert envelope["metadata"]["auth"]["providence"] == "tc"  # LO's test identity, as through the gateway
             stored[key.decode()] += 1
     assert stored == {student: s["events"] for student, s in summary.items()}
