@@ -86,8 +86,45 @@ def overview_row(row: dict, course_id: str, now_ms: float) -> dict:
         "words": row.get("words", 0),
         "last_active": _time(last),
         "status": status,
-        "document": row.get("last_document") or "",
+        "document": document_title(row.get("documents"), row.get("last_document")),
     }
+
+
+def document_text(written: dict, tabs: dict) -> str:
+    """A document's text for the student page (Markdown, escaped): the body, then each tab under
+    its title; a note where the document had text from before logging, which is not shown.
+
+    >>> print(document_text({"text": "Hi", "unseen_runs": [[0, 40]], "tabs": {"t.1": {"text": "n"}}},
+    ...                     {"t.1": {"title": "Notes"}}))
+    Hi
+    <BLANKLINE>
+    **Notes**
+    <BLANKLINE>
+    n
+    <BLANKLINE>
+    *40 characters written before lo_stream saw this document are not shown.*
+    """
+    parts = [html.escape(written.get("text") or "") or "*(empty)*"]
+    for tab_id, tab in (written.get("tabs") or {}).items():
+        title = (tabs.get(tab_id) or {}).get("title") or tab_id
+        parts.append(f"**{html.escape(str(title))}**\n\n{html.escape(tab.get('text') or '') or '*(empty)*'}")
+    unseen = sum(length for _, length in written.get("unseen_runs") or [])
+    if unseen:
+        parts.append(f"*{unseen} characters written before lo_stream saw this document are not shown.*")
+    return "\n\n".join(parts)
+
+
+def document_title(documents: Any, doc_id: Any) -> str:
+    """A document's title where its events gave one, else its id.
+
+    >>> document_title({"d1": {"title": "My essay"}}, "d1"), document_title({}, "d2"), document_title(None, None)
+    ('My essay', 'd2', '')
+    """
+    if not isinstance(doc_id, str):
+        return ""
+    entry = documents.get(doc_id) if isinstance(documents, dict) else None
+    title = entry.get("title") if isinstance(entry, dict) else None
+    return title if isinstance(title, str) and title.strip() else doc_id
 
 
 def _frame(course: LiveCourse) -> pd.DataFrame:
@@ -268,16 +305,20 @@ def student_page(context: DashboardContext) -> pn.viewable.Viewable:
         try:
             docs = (await context.client.run("writing.student_documents", {"student": student}, user))[0]["value"]
             typing = (await context.client.run("writing.student_typing", {"student": student}, user))[0]["value"]
-            names = sorted(docs["documents"], key=lambda d: -docs["documents"][d]["last_access"])
+            names: dict[str, str] = {}
+            for doc_id in sorted(docs["documents"], key=lambda d: -docs["documents"][d]["last_access"]):
+                label = document_title(docs["documents"], doc_id)
+                names[label if label not in names else f"{label} ({doc_id})"] = doc_id
             if documents.options != names:
                 documents.options = names
-            if documents.value not in names:
+            if documents.value not in names.values():
                 documents.value = docs["last_document"]
             doc_params = {"student": student, "doc_id": documents.value} if documents.value else None
             if doc_params:
                 written = (await context.client.run("writing.student_text", doc_params, user))[0]["value"]
                 timing = (await context.client.run("writing.student_time", doc_params, user))[0]["value"]
-                text.object = html.escape(written["text"]) or "*(empty)*"
+                tabs = ((await context.client.run("writing.student_tabs", doc_params, user))[0]["value"] or {})
+                text.object = document_text(written, tabs.get("tabs") or {})
                 counts.object = (f"{written['words']} words · {written['characters']} characters · "
                                  f"{round(timing['total_ms'] / 60000, 1)} min on task")
                 plots[:] = [pn.pane.HoloViews(_activity_plot(timing["bins"]), sizing_mode="stretch_width"),

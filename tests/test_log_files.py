@@ -26,6 +26,19 @@ def test_line_formats():
     assert wrapped["metadata"]["auth"] == {"user_id": "bo b", "safe_user_id": "bo+b", "providence": "log"}
 
 
+def test_events_naming_their_google_doc_only_as_object_get_its_doc_id_as_in_lo():
+    doc = {"id": "1Xy", "url": "https://docs.google.com/document/d/1Xy/edit?tab=t.0", "title": "Essay"}
+    raw = orjson.dumps({"event": "keystroke", "object": doc})
+    assert parse_log_line(raw, Identity.of("ana", "log"), "test")[1]["client"]["doc_id"] == "1Xy"
+    logged = orjson.dumps(envelope("ana", event="visibility", object=doc))
+    assert parse_log_line(logged, None, "test")[1]["client"]["doc_id"] == "1Xy"
+    home = {"id": "x", "url": "https://docs.google.com/document/u/0/?tgif=d"}  # Docs' home page: no document
+    assert "doc_id" not in parse_log_line(orjson.dumps({"event": "visibility", "object": home}),
+                                          Identity.of("ana", "log"), "test")[1]["client"]
+    kept = orjson.dumps({"event": "google_docs_save", "doc_id": "mine", "object": doc})
+    assert parse_log_line(kept, Identity.of("ana", "log"), "test")[1]["client"]["doc_id"] == "mine"
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
