@@ -12,7 +12,7 @@ The researcher's API::
         return {"count": state["count"] + 1}
 """
 
-from lo_stream.reducers import STUDENT, event_reducer, student_event_reducer
+from lo_stream.reducers import STUDENT, UNCHANGED, event_reducer, student_event_reducer
 
-__all__ = ["STUDENT", "event_reducer", "student_event_reducer"]
+__all__ = ["STUDENT", "UNCHANGED", "event_reducer", "student_event_reducer"]
 __version__ = "0.1.0"

@@ -27,6 +27,7 @@ from lo_stream.envelopes import student_of
 __all__ = [
     "PLAIN_STATES",
     "STUDENT",
+    "UNCHANGED",
     "DuplicateReducerError",
     "Reducer",
     "ReducerDefinitionError",
@@ -42,6 +43,20 @@ STUDENT = "student"
 
 PLAIN_STATES = frozenset({dict, list, str, int, float, bool, type(None)})
 """Types of a function's result that are the next state as they are (no awaitable, no pair)."""
+
+
+class _Unchanged:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED = _Unchanged()
+"""What a reducer returns for an event that changes nothing: the state stays as it is and nothing
+is written (no table write, no changelog record, no change for live queries). Learning
+Observer's reducers say the same by returning ``False`` as their internal state. The reducer must
+be a pure function of (event, state), as every reducer must be for replay."""
 
 ReducerFunction = Callable[[dict, Any], Union[Any, Awaitable[Any]]]
 
@@ -158,18 +173,21 @@ class Reducer:
         return encoded if _same_json(orjson.loads(encoded), self.null_state) else None
 
     async def apply(self, envelope: dict, state: Any) -> Any:
-        """Run the function; accept Learning Observer's ``(internal, external)`` pair (internal is kept)."""
+        """The next state: run the function; accept Learning Observer's ``(internal, external)``
+        pair (internal is kept) and `UNCHANGED` (the state is kept)."""
         result = self.function(envelope, state)
-        return result if type(result) in PLAIN_STATES else await self.settle(result)
+        result = result if type(result) in PLAIN_STATES else await self.settle(result)
+        return state if result is UNCHANGED else result
 
     @staticmethod
     async def settle(result: Any) -> Any:
-        """The next state from what the function returned: awaited if an async function's, and the
-        internal half of a Learning Observer ``(internal, external)`` pair."""
+        """The next state from what the function returned: awaited if an async function's, the
+        internal half of a Learning Observer ``(internal, external)`` pair, and `UNCHANGED` where
+        that half is ``False`` (LO's "do not write")."""
         if inspect.isawaitable(result):
             result = await result
         if isinstance(result, tuple) and len(result) == 2:
-            result = result[0]
+            result = UNCHANGED if result[0] is False else result[0]
         return result
 
 

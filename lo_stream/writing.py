@@ -12,7 +12,7 @@ import statistics
 
 from lo_stream.google_docs import Document, commands_of, tab_titles
 from lo_stream.query import call, join, keys, parameter, query, select, variable
-from lo_stream.reducers import event_reducer, student_event_reducer
+from lo_stream.reducers import UNCHANGED, event_reducer, student_event_reducer
 
 __all__ = [
     "EDIT_EVENTS",
@@ -52,7 +52,7 @@ def typing_speed(event, state):
     """
     timestamp = _timestamp(event)
     if timestamp is None:
-        return state
+        return UNCHANGED
     timestamps = list(state["timestamps"])
     bisect.insort(timestamps, timestamp)
     timestamps = timestamps[-TYPING_WINDOW:]
@@ -100,7 +100,7 @@ def _spend(state: dict, event) -> dict:
     timestamp = _timestamp(event)
     last = state["last_timestamp"]
     if timestamp is None or (last is not None and timestamp <= last):
-        return state
+        return UNCHANGED
     if last is None:
         return {**state, "last_timestamp": timestamp}
     spent = min(timestamp - last, TIME_ON_TASK_GAP_CAP_MS)
@@ -178,7 +178,7 @@ def documents(event, state):
     doc_id = client.get("doc_id")
     timestamp = _event_time_ms(event)
     if not isinstance(doc_id, str) or not doc_id or timestamp is None:
-        return state
+        return UNCHANGED
     entry = dict(state["documents"].get(doc_id, {}))
     seen = entry.get("last_access")
     entry["last_access"] = timestamp if seen is None else max(seen, timestamp)
@@ -200,14 +200,14 @@ def document_access_timestamps(event, state):
     client = event["client"]
     doc_id = client.get("doc_id")
     if client.get("event") == "visibility" or not isinstance(doc_id, str) or not doc_id:
-        return state
+        return UNCHANGED
     if doc_id == state["last_document"]:
-        return state
+        return UNCHANGED
     metadata = client.get("metadata")
     when = _number(metadata.get("ts")) if isinstance(metadata, dict) else None
     when = _event_time_ms(event) if when is None else when
     if when is None:
-        return state
+        return UNCHANGED
     key = str(int(when)) if float(when).is_integer() else str(when)
     return {"timestamps": {**state["timestamps"], key: doc_id}, "last_document": doc_id}
 
@@ -224,7 +224,7 @@ def document_tagging(event, state):
     client = event["client"]
     doc_id, title = client.get("doc_id"), _title(client)
     if not isinstance(doc_id, str) or not doc_id or title is None:
-        return state
+        return UNCHANGED
     tags = dict(state["tags"])
     for tag in TAG.findall(title):
         if doc_id not in tags.get(tag, []):
@@ -263,7 +263,7 @@ def tab_list(event, state):
             changed[tab_id] = {"tab_id": tab_id, "title": title, "last_accessed": when}
         elif title is not None:
             changed[tab_id] = {**known, "title": title}
-    return {"tabs": {**tabs, **changed}} if changed else state
+    return {"tabs": {**tabs, **changed}} if changed else UNCHANGED
 
 
 @student_event_reducer(null_state={"email": None, "google_id": None})
@@ -279,7 +279,7 @@ def student_profile(event, state):
         "email": email if isinstance(email, str) else state["email"],
         "google_id": google_id if isinstance(google_id, str) else state["google_id"],
     }
-    return state if updated == state else updated
+    return UNCHANGED if updated == state else updated
 
 
 @event_reducer(scope=("student", "doc_id"), null_state={"count": 0})

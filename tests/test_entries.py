@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from lo_stream.reducers import ReducerRegistry, event_reducer, student_event_reducer
+from lo_stream.reducers import UNCHANGED, ReducerRegistry, event_reducer, student_event_reducer
 from lo_stream.tables.entries import Item, fold, items_for
 from tests.support import envelope
 
@@ -28,8 +28,16 @@ def per_document(event, state):
     return state + 1, {"external": "half"}  # Learning Observer's (internal, external) pair
 
 
+@student_event_reducer(null_state={"saves": 0}, registry=own)
+def saves_only(event, state):
+    if event["client"]["event"] != "save":
+        return UNCHANGED if event["client"]["timestamp"] % 2 else (False, False)  # ours, and LO's "no write"
+    return {"saves": state["saves"] + 1}
+
+
 PICKY = own.get(f"{__name__}.picky")
 PER_DOCUMENT = own.get(f"{__name__}.per_document")
+SAVES_ONLY = own.get(f"{__name__}.saves_only")
 
 
 async def fold_one_by_one(reducer, items, entries):
@@ -48,7 +56,7 @@ def random_batch(rng: random.Random, messages: int) -> list[Item]:
         student = rng.choice(["ana", "bo", "cy"])
         events = [envelope(student, event=rng.choice(["keystroke", "save"]), timestamp=offset * 10 + i,
                            doc_id=rng.choice(["d1", "d2"]), bad=rng.random() < 0.1) for i in range(rng.randint(1, 4))]
-        for reducer in (PICKY, PER_DOCUMENT):
+        for reducer in (PICKY, PER_DOCUMENT, SAVES_ONLY):
             items += items_for(reducer, events, offset % 2, offset)
     duplicates = rng.sample(items, len(items) // 5)  # re-forwarded after a failed commit, in the same batch
     return items + duplicates
@@ -58,7 +66,7 @@ def random_batch(rng: random.Random, messages: int) -> list[Item]:
 async def test_a_batch_folded_at_once_equals_its_items_folded_one_by_one(seed):
     rng = random.Random(seed)
     first, second = random_batch(rng, 40), random_batch(rng, 40)
-    for reducer in (PICKY, PER_DOCUMENT):
+    for reducer in (PICKY, PER_DOCUMENT, SAVES_ONLY):
         mine = [item for item in first + second if reducer.wants(item.envelope)]
         expected, expected_failures = await fold_one_by_one(reducer, [i for i in first if i in mine], {})
         expected, more_failures = await fold_one_by_one(reducer, [i for i in second if i in mine], expected)
@@ -92,6 +100,19 @@ async def test_events_at_or_before_a_keys_applied_mark_are_skipped():
     assert folded.changed == {'["ana","d"]': {"state": 7, "offset": 4, "partition": 1,
                                               "applied": {"1": [4, 0], "0": [9, 0]}}}
     assert (folded.applied, folded.redelivered) == (2, 2)
+
+
+async def test_events_that_change_nothing_write_nothing_and_change_nothing_when_delivered_again():
+    typed = [envelope("ana", event="keystroke", timestamp=t) for t in (1, 2)]  # UNCHANGED, then LO's (False, False)
+    folded = await fold(SAVES_ONLY, items_for(SAVES_ONLY, typed, 0, 5), lambda key: None)
+    assert folded.changed == {} and folded.applied == 2  # no entry: no table write, no changelog record
+    batch = items_for(SAVES_ONLY, [envelope("ana", event="save", timestamp=3), *typed], 0, 6)
+    folded = await fold(SAVES_ONLY, batch, lambda key: None)
+    assert folded.changed == {"ana": {"state": {"saves": 1}, "offset": 6, "partition": 0, "applied": {"0": [6, 0]}}}
+    # A restart before the commit delivers the unchanged events again: they meet the same state.
+    again = await fold(SAVES_ONLY, items_for(SAVES_ONLY, typed, 0, 5) + batch, folded.changed.get)
+    assert again.changed == {} and again.redelivered == 3
+    assert await SAVES_ONLY.apply(typed[0], {"saves": 4}) == {"saves": 4}
 
 
 def test_a_messages_student_is_taken_as_the_key_only_by_reducers_kept_per_student():

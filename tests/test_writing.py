@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lo_stream.modules import load_modules
-from lo_stream.reducers import registry
+from lo_stream.reducers import UNCHANGED, registry
 from lo_stream.writing import (
     document_access_timestamps,
     document_event_count,
@@ -26,7 +26,8 @@ def run(reducer, events, state=None):
     """Fold events through a reducer function from its null state."""
     state = registry.get(f"lo_stream.writing.{reducer.__name__}").initial_state() if state is None else state
     for event in events:
-        state = reducer(event, state)
+        result = reducer(event, state)
+        state = state if result is UNCHANGED else result
     return state
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, NamedTuple
 
-from lo_stream.reducers import PLAIN_STATES, Reducer
+from lo_stream.reducers import PLAIN_STATES, UNCHANGED, Reducer
 
 __all__ = ["Failure", "Folded", "Item", "fold", "items_for"]
 
@@ -70,7 +70,10 @@ async def fold(reducer: Reducer, items: Iterable[Item], entry_of: Callable[[str]
     """Apply items in order to the current entries (`entry_of(key)`); return the new entries by key.
 
     Keys are independent, so each key's items are folded together: its entry is read once and
-    built once, however many items it has."""
+    built once, however many items it has. An item that returned `UNCHANGED` moves no mark and
+    makes no entry (a key whose items all did gets none): delivered again, it meets the state it
+    met the first time (reducers are pure), so it changes nothing again; and an entry depends only
+    on the items that changed it, however the items were batched."""
     items = items if isinstance(items, list) else list(items)
     by_key: dict[str, list[Item]] = {}
     last_key, same_key = None, None
@@ -97,17 +100,19 @@ async def fold(reducer: Reducer, items: Iterable[Item], entry_of: Callable[[str]
                 continue  # applied before a restart, a rebalance or a rewind
             try:
                 result = function(envelope, state)
-                if type(result) not in PLAIN_STATES:  # an async function's awaitable, or a pair
+                if type(result) not in PLAIN_STATES and result is not UNCHANGED:  # an awaitable, or a pair
                     result = await settle(result)
             except Exception as exc:  # a researcher's function: its failure must not stop the stream
                 folded.failures.append(Failure(item, f"{type(exc).__name__}: {exc}"))
                 if entry is None and last is None:  # a key's state is a fresh copy until an event is applied
                     state = reducer.initial_state()
                 continue
+            applied += 1
+            if result is UNCHANGED:
+                continue
             state = result
             marks[partition] = (offset, index)
             last = item
-            applied += 1
         if last is not None:
             folded.changed[key] = {
                 "state": state,
