@@ -2,9 +2,9 @@
 
 Responsibilities:
 
-1. sign teachers and admins in with the names and passwords of the users file (Panel's login
-   page; ``pn.state.user``);
-2. serve the built-in pages and every installed module's pages;
+1. sign teachers and admins in with the names and passwords of the users file (our own login
+   page, ``templates/login.html``; ``pn.state.user``);
+2. serve the built-in pages and every installed module's pages, each in the same frame;
 3. sign in to the query layer with the server's own admin token, asking on the user's behalf;
 4. report what it holds at ``/lo_stream/status`` (live courses and their watchers), to admins.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from pathlib import Path
 from typing import Callable
 
 import holoviews as hv
@@ -22,7 +23,7 @@ from tornado.web import RequestHandler
 
 from lo_stream.query.client import QueryClient
 from lo_stream.dashboards.live import LiveCourses
-from lo_stream.dashboards.pages import DashboardContext, class_page, overview_page, student_page
+from lo_stream.dashboards.pages import BUILT_IN_PAGES, DashboardContext, class_page, overview_page, student_page
 from lo_stream.modules import Module
 from lo_stream.query.access import UserFileError, UserStore
 from lo_stream.settings import Settings
@@ -30,6 +31,7 @@ from lo_stream.settings import Settings
 __all__ = ["SERVICE_USER", "dashboard_pages", "serve_dashboards", "service_token"]
 
 SERVICE_USER = "lo_stream-dashboard"
+TEMPLATES = Path(__file__).parent / "templates"
 
 
 def service_token(settings: Settings) -> str:
@@ -46,12 +48,25 @@ ACCESS_RECHECK_MS = 2000  # how soon a revoked user's open pages are signed out
 
 def dashboard_pages(context: DashboardContext, modules: list[Module],
                     users: UserStore) -> dict[str, Callable[[], object]]:
-    """Page path -> function building the page for a new session, the built-in pages first."""
-    builders = {"overview": overview_page, "student": student_page, "class": class_page}
+    """Page path -> function building the page for a new session, the built-in pages first. A
+    module's page is shown inside the same frame, under the navigation's label ``module: page``."""
+    builders: dict[str, Callable[[DashboardContext], object]] = {
+        "overview": overview_page, "student": student_page, "class": class_page,
+    }
+    context.pages[:] = list(BUILT_IN_PAGES)
     for module in modules:
         for name, build in (module.dashboards or {}).items():
-            builders[f"{module.name}.{name}"] = build
+            path = f"{module.name}.{name}"
+            builders[path] = _framed(build, path, f"{module.name}: {name.replace('_', ' ')}")
+            context.pages.append((path, f"{module.name}: {name.replace('_', ' ')}"))
     return {path: _for_each_session(build, context, users) for path, build in builders.items()}
+
+
+def _framed(build: Callable[[DashboardContext], object], path: str, label: str) -> Callable[[DashboardContext], object]:
+    def page(context: DashboardContext) -> object:
+        return context.framed(path, label, build(context), course_id=context.query_param("course"))
+
+    return page
 
 
 def _for_each_session(build: Callable[[DashboardContext], object], context: DashboardContext,
@@ -87,7 +102,7 @@ class _UsersLoginHandler(BasicLoginHandler):
 class _UsersAuthProvider(BasicAuthProvider):
     def __init__(self, users: UserStore) -> None:
         self._users = users  # before Panel's __init__, which already asks for the login handler
-        super().__init__()
+        super().__init__(login_template=str(TEMPLATES / "login.html"), logout_template=str(TEMPLATES / "logout.html"))
 
     @property
     def login_handler(self):
@@ -125,7 +140,7 @@ def serve_dashboards(settings: Settings, modules: list[Module], *,
     pn.extension("tabulator", notifications=False)
     hv.extension("bokeh", logo=False)
     client = QueryClient(settings.query_url, service_token(settings))
-    context = DashboardContext(client, LiveCourses(client))
+    context = DashboardContext(client, LiveCourses(client), settings)
     port = settings.dashboard_port
     users = UserStore(settings.users_file)
     pages = dashboard_pages(context, modules, users)
@@ -137,7 +152,7 @@ def serve_dashboards(settings: Settings, modules: list[Module], *,
         websocket_origin=[f"{settings.bind_host}:{port}", f"localhost:{port}"],
         auth_provider=_UsersAuthProvider(users),
         cookie_secret=settings.dashboard_cookie_secret or secrets.token_urlsafe(32),
-        title={name: f"lo_stream · {name}" for name in pages},
+        title={path: f"{label} · lo_stream" for path, label in [*context.pages, ("student", "Student")]},
         extra_patterns=[("/lo_stream/status", _StatusHandler, {"live": context.live, "users": users})],
         # A closed tab's session is destroyed (and lets go of its live data) within seconds.
         check_unused_sessions_milliseconds=1000,

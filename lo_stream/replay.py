@@ -46,11 +46,13 @@ __all__ = [
     "build_group",
     "build_lane",
     "drop_version",
+    "history",
     "prepare_worker",
     "promote",
     "rewind",
     "start_build",
     "state_at",
+    "student_records",
     "version_report",
 ]
 
@@ -421,17 +423,39 @@ async def state_at(settings: Settings, reducer: Reducer, student: str, at: datet
     then (by the time Kafka stored them) folded through the reducer, without touching any table."""
     if STUDENT not in reducer.scope:
         raise ReplayRefused(f"{reducer.id} is kept per {'+'.join(reducer.scope)}, not per student: time travel needs a student scope")
-    partition = partition_of(settings, student)
     entries: dict[str, dict] = {}
+    async for record, envelopes in student_records(settings, student, at):
+        folded = await fold(reducer, items_for(reducer, envelopes, record.partition, record.offset), entries.get)
+        entries.update(folded.changed)
+    return {key: entry["state"] for key, entry in entries.items()}
+
+
+async def student_records(settings: Settings, student: str, at: datetime.datetime | None = None
+                          ) -> AsyncIterator[tuple[ConsumerRecord, list[dict]]]:
+    """A student's messages on the events topic, in order, each with its envelopes: from the start
+    to the end now (or to `at`, by the time Kafka stored them). Only the student's partition is
+    read; malformed messages are left out, as the workers dead-lettered them."""
+    partition = partition_of(settings, student)
     async with Deployment(settings) as kafka:
-        until = {partition: (await kafka.offsets_at(at))[partition]}
+        until = {partition: (await kafka.offsets_at(at))[partition]} if at is not None else None
         async for record in kafka.read(settings.topics.events, [partition], until):
             if record.key is None or record.key.decode() != student:
                 continue
             try:
-                envelopes = decode_envelopes(record.value, student)
+                yield record, decode_envelopes(record.value, student)
             except MalformedEventError:
-                continue  # the workers dead-lettered it too
-            folded = await fold(reducer, items_for(reducer, envelopes, partition, record.offset), entries.get)
-            entries.update(folded.changed)
-    return {key: entry["state"] for key, entry in entries.items()}
+                continue
+
+
+async def history(settings: Settings, reducer: Reducer, student: str, key: str) -> list[tuple[float, dict]]:
+    """The events a student sent that `reducer` keeps under `key`, in the order the workers apply
+    them, each with its time in ms (the client's ``timestamp``, else when Kafka stored it): folding
+    the first n of them gives the state as of the n-th (writing playback on the dashboards)."""
+    found = []
+    async for record, envelopes in student_records(settings, student):
+        for item in items_for(reducer, envelopes, record.partition, record.offset, student=student):
+            if item.key == key:
+                timestamp = item.envelope["client"].get("timestamp")
+                usable = isinstance(timestamp, (int, float)) and not isinstance(timestamp, bool)
+                found.append((timestamp if usable else record.timestamp, item.envelope))
+    return found

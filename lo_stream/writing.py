@@ -15,17 +15,20 @@ from lo_stream.query import call, join, keys, parameter, query, select, variable
 from lo_stream.reducers import UNCHANGED, event_reducer, student_event_reducer
 
 __all__ = [
+    "ACTIVITY_MINUTES",
     "EDIT_EVENTS",
     "QUERIES",
     "TIME_ON_TASK_BIN_MS",
     "TIME_ON_TASK_GAP_CAP_MS",
     "TYPING_WINDOW",
+    "activity",
     "document_access_timestamps",
     "document_event_count",
     "document_tagging",
     "documents",
     "event_count",
     "student_profile",
+    "student_time_on_task",
     "tab_list",
     "tab_time_on_task",
     "text",
@@ -128,6 +131,33 @@ def time_on_task(event, state):
     Example: events at 0 s, 10 s and 200 s give 10 s + 60 s = 70 s.
     """
     return _spend(state, event)
+
+
+@student_event_reducer(null_state=TIME_ON_TASK_NULL)
+def student_time_on_task(event, state):
+    """`time_on_task` over all of a student's events, whatever the document (LO: the writing
+    module's first ``time_on_task``, registered per student)."""
+    return _spend(state, event)
+
+
+ACTIVITY_MINUTES = 60
+"""How many of a student's most recent minutes `activity` keeps."""
+
+
+@student_event_reducer(null_state={"minutes": {}})
+def activity(event, state):
+    """How many events a student sent in each minute (client time; ``minutes`` maps a minute's
+    start in ms, as a string, to its count), for the student's latest 60 minutes with events:
+    the dashboards' sparklines and the class's activity over the session. (No LO counterpart.)
+    """
+    timestamp = _timestamp(event)
+    if timestamp is None:
+        return UNCHANGED
+    minute = str(int(timestamp // 60_000 * 60_000))
+    minutes = {**state["minutes"], minute: state["minutes"].get(minute, 0) + 1}
+    if len(minutes) > ACTIVITY_MINUTES:
+        minutes = dict(sorted(minutes.items(), key=lambda kv: int(kv[0]))[-ACTIVITY_MINUTES:])
+    return {"minutes": minutes}
 
 
 @event_reducer(scope=("student", "doc_id", "tab_id"), null_state=TIME_ON_TASK_NULL)
@@ -324,8 +354,10 @@ QUERIES = query(
         ),
         "texts": _current_document("text", {"words": "words", "characters": "characters"}),
         "time": _current_document("time_on_task", {"total_ms": "time_on_task_ms"}),
+        "all_time": _per_student("student_time_on_task", {"total_ms": "total_time_on_task_ms"}),
+        "activity": _per_student("activity", {"minutes": "activity"}),
         "students": join(
-            _joined_on_student("counts", "speed", "documents", "texts", "time"),
+            _joined_on_student("counts", "speed", "documents", "texts", "time", "all_time", "activity"),
             variable("roster"), "key.student", "safe_user_id",
         ),
         "student_text": select(
@@ -351,8 +383,8 @@ QUERIES = query(
         "course_overview": {
             "returns": "students",
             "description": "Per student of a course: events, typing speed (median interval, ms), last document "
-            "and when, their documents with titles, the last one's words and characters, time on it (ms), "
-            "with the roster.",
+            "and when, their documents with titles, the last one's words and characters, time on it and in all "
+            "(ms), events per minute of their latest hour, with the roster.",
         },
         "student_text": {"returns": "student_text", "description": "A student's document: text, cursor, counts."},
         "student_documents": {

@@ -7,12 +7,14 @@ import pytest
 from lo_stream.modules import load_modules
 from lo_stream.reducers import UNCHANGED, registry
 from lo_stream.writing import (
+    activity,
     document_access_timestamps,
     document_event_count,
     document_tagging,
     documents,
     event_count,
     student_profile,
+    student_time_on_task,
     tab_list,
     tab_time_on_task,
     text,
@@ -110,6 +112,21 @@ def test_time_on_task_is_kept_per_document_and_per_tab():
     in_tab = envelope("s1", event="keystroke", doc_id="essay", tab_id="t.2", timestamp=1)
     assert per_tab.key(in_tab) == '["s1","essay","t.2"]' and per_tab.key(on_doc(1)[0]) is None
     assert run(tab_time_on_task, [in_tab, {**in_tab, "client": {**in_tab["client"], "timestamp": 9_001}}])["total_ms"] == 9_000
+
+
+def test_student_time_on_task_counts_every_document():
+    events = on_doc(0, 10_000, doc="a") + on_doc(20_000, doc="b")
+    assert run(student_time_on_task, events)["total_ms"] == 20_000
+    assert run(time_on_task, events[:2])["total_ms"] == 10_000  # per document, "b" starts its own clock
+
+
+def test_activity_counts_events_per_minute_for_the_latest_hour():
+    events = [envelope("s1", event="keystroke", timestamp=t) for t in (0, 59_999, 60_000, 61 * 60_000)]
+    assert run(activity, events)["minutes"] == {"0": 2, "60000": 1, "3660000": 1}
+    hour_and_more = [envelope("s1", event="keystroke", timestamp=m * 60_000) for m in range(70)]
+    minutes = run(activity, hour_and_more)["minutes"]
+    assert len(minutes) == 60 and min(int(m) for m in minutes) == 10 * 60_000  # the oldest 10 minutes dropped
+    assert run(activity, [envelope("s1", event="keystroke")]) == {"minutes": {}}  # no time: nothing
 
 
 # -- text reconstruction (the rules themselves: tests/test_google_docs.py) ------------------
