@@ -13,6 +13,7 @@ import asyncio
 import datetime
 import html
 import time
+import weakref
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable
@@ -42,6 +43,7 @@ from lo_stream.settings import Settings
 __all__ = [
     "BUILT_IN_PAGES",
     "COLUMNS",
+    "LIVE_SESSIONS",
     "SORTS",
     "DashboardContext",
     "Playback",
@@ -146,6 +148,7 @@ class _Session:
     """What one browser session holds, released when it ends."""
 
     def __init__(self) -> None:
+        LIVE_SESSIONS.add(self)
         self.doc = pn.state.curdoc
         self.releases: list[Callable[[], None]] = []
         pn.state.on_session_destroyed(lambda _context: self.release())
@@ -169,6 +172,10 @@ class _Session:
         unwatch = course.watch(lambda students: self.soon(partial(on_change, students)))
         self.hold(lambda: (unwatch(), context.live.release(course_id)))
         return course
+
+
+LIVE_SESSIONS: "weakref.WeakSet[_Session]" = weakref.WeakSet()
+"""The page sessions still in memory: one that outlives its browser tab is a leak."""
 
 
 async def _courses(context: DashboardContext, user: str | None, notices: pn.Column) -> list[dict] | None:
@@ -241,7 +248,7 @@ def overview_page(context: DashboardContext) -> pn.viewable.Viewable:
 
     def shown_rows(course: LiveCourse, now: float) -> list[dict]:
         rows = list(course.rows.values())
-        needle = (find.value or "").strip().lower()
+        needle = (find.value_input or find.value or "").strip().lower()  # as the teacher types
         if needle:
             rows = [r for r in rows if needle in (r.get("full_name") or r["key"]["student"]).lower()]
         if order.value == "Needs attention":

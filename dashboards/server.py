@@ -6,11 +6,13 @@ Responsibilities:
    page, ``templates/login.html``; ``pn.state.user``);
 2. serve the built-in pages and every installed module's pages, each in the same frame;
 3. sign in to the query layer with the server's own admin token, asking on the user's behalf;
-4. report what it holds at ``/lo_stream/status`` (live courses and their watchers), to admins.
+4. report what it holds at ``/lo_stream/status`` (live courses and their watchers, page sessions
+   in memory, resident memory), to admins.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import secrets
 from pathlib import Path
@@ -23,7 +25,14 @@ from tornado.web import RequestHandler
 
 from lo_stream.query.client import QueryClient
 from lo_stream.dashboards.live import LiveCourses
-from lo_stream.dashboards.pages import BUILT_IN_PAGES, DashboardContext, class_page, overview_page, student_page
+from lo_stream.dashboards.pages import (
+    BUILT_IN_PAGES,
+    LIVE_SESSIONS,
+    DashboardContext,
+    class_page,
+    overview_page,
+    student_page,
+)
 from lo_stream.modules import Module
 from lo_stream.query.access import UserFileError, UserStore
 from lo_stream.settings import Settings
@@ -131,7 +140,20 @@ class _StatusHandler(RequestHandler):
             self.write({"error": f"{entry['name']} is a {entry['role']}: the status is for admins"})
             return
         self.set_header("Content-Type", "application/json")
-        self.write(json.dumps({"live_courses": self.live.status()}))
+        gc.collect()  # what is still counted after this is held by something
+        self.write(json.dumps({"live_courses": self.live.status(), "sessions": len(LIVE_SESSIONS),
+                               "memory_mb": _resident_mb()}))
+
+
+def _resident_mb() -> float | None:
+    """This process's resident memory (Linux), or None where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 def serve_dashboards(settings: Settings, modules: list[Module], *,
@@ -154,6 +176,7 @@ def serve_dashboards(settings: Settings, modules: list[Module], *,
         cookie_secret=settings.dashboard_cookie_secret or secrets.token_urlsafe(32),
         title={path: f"{label} · lo_stream" for path, label in [*context.pages, ("student", "Student")]},
         extra_patterns=[("/lo_stream/status", _StatusHandler, {"live": context.live, "users": users})],
+        index=str(TEMPLATES / "index.html"),  # "/" (where signing in lands) goes to the course overview
         # A closed tab's session is destroyed (and lets go of its live data) within seconds.
         check_unused_sessions_milliseconds=1000,
         unused_session_lifetime_milliseconds=2000,
