@@ -37,10 +37,10 @@ MODES = {
     # writing_single: events of lo_stream's writing module (five reducers) on one event per message.
     "quick": {"single_events": 20_000, "packed_events": 100_000, "students": (1_000, 10_000, 100_000),
               "writing_single": 20_000, "latency_seconds": {1_000: 5, 10_000: 2}, "gateway_seconds": 8,
-              "browser_seconds": {100: 20}, "soak_seconds": 60},
+              "browser": {(100, 30): 20}, "soak_seconds": 60},
     "full": {"single_events": 1_000_000, "packed_events": 1_000_000, "students": (1_000, 10_000, 100_000, 1_000_000),
              "writing_single": 500_000, "latency_seconds": {1_000: 30, 10_000: 20}, "gateway_seconds": 30,
-             "browser_seconds": {100: 30, 1_000: 30}, "soak_seconds": 600},
+             "browser": {(100, 30): 30, (1_000, 200): 30}, "soak_seconds": 600},
 }
 SECTIONS = ("throughput", "scale", "latency", "gateway", "browser", "soak")
 STUDENTS = 10_000  # of the throughput comparison
@@ -124,9 +124,9 @@ def main() -> None:
             console.print(f"latency at {rate:,} events/s through the gateway ...")
             change_feed_latency.run("gateway", rate, seconds, 100)
     if "browser" in sections:
-        for rate, seconds in mode["browser_seconds"].items():
-            console.print(f"latency to the browser at {rate:,} events/s ...")
-            browser_latency.run(rate, seconds, students=10)
+        for (rate, students), seconds in mode["browser"].items():  # (events/s, students in the class): s
+            console.print(f"latency to the browser at {rate:,} events/s, {students} students ...")
+            browser_latency.run(rate, seconds, students=students)
     if "soak" in sections:
         console.print(f"soak: {mode['soak_seconds']} s through the gateway, 1% hostile frames ...")
         soak.run(mode["soak_seconds"], rate=200, students=50, hostile_share=0.01)

@@ -1,14 +1,16 @@
-"""How long from an event being produced to a teacher's browser showing it.
+"""How long from an event being produced to a teacher's browser showing it on the student's card.
 
-    python bench/browser_latency.py [--rate 100] [--seconds 20] [--students 10]
+    python bench/browser_latency.py [--rate 100] [--seconds 20] [--students 30]
 
 The whole stack on the real broker: a `lo-stream worker` (with the query API), `lo-stream
 dashboard`, Debian's Chromium (Playwright) signed in as the course's teacher on the course
-overview. Keystrokes for the course's students are produced at a steady rate; a script in the page
-records (every 10 ms) when each student's "Events" cell changes. A change to count n is matched to the
-send time of that student's n-th event: latency = shown - sent (same machine, same clock). The
-dashboard coalesces bursts (one patch may carry several events), so the figures are per update
-the teacher sees. Prints and saves p50/p90/p99/max to bench/results/browser_latency-<rate>.json.
+overview (student cards). Keystrokes for the course's students are produced at a steady rate; a
+script in the page records (every 10 ms) when each student's card changes its event count (the
+card's ``data-events``). A change to count n is matched to the send time of that student's n-th
+event: latency = shown - sent (same machine, same clock). The dashboard coalesces bursts (one
+update may carry several events), so the figures are per update the teacher sees. Also measured:
+the CPU the dashboard server spends on the one open session (cores, over the sending). Prints and
+saves p50/p90/p99/max to bench/results/browser_latency-<rate>-<students>.json.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -35,28 +38,25 @@ from tests.support import ServiceProcess, envelope, free_port  # noqa: E402
 from tests.test_dashboards import CHROMIUM, CHROMIUM_ARGS, DASHBOARD, sign_in  # noqa: E402
 
 COURSE = "bench-class"
-# Every change of an "Events" cell, with the student's name from the row, stamped with the page's
-# clock; polled every 10 ms (a MutationObserver does not see into Panel's shadow roots).
+# Every change of a card's event count, with its student, stamped with the page's clock; polled
+# every 10 ms (a MutationObserver does not see into Panel's shadow roots).
 OBSERVER = """() => {
   window.__changes = [];
   const seen = new Map();
   // Panel renders into shadow roots, which document.querySelectorAll does not enter.
-  const rows = (root, found) => {
+  const cards = (root, found) => {
     for (const element of root.querySelectorAll('*')) {
-      if (element.classList.contains('tabulator-row')) found.push(element);
-      if (element.shadowRoot) rows(element.shadowRoot, found);
+      if (element.classList.contains('lo-card')) found.push(element);
+      if (element.shadowRoot) cards(element.shadowRoot, found);
     }
     return found;
   };
   const scan = () => {
-    for (const row of rows(document, [])) {
-      const name = row.querySelector('.tabulator-cell[tabulator-field="name"]');
-      const events = row.querySelector('.tabulator-cell[tabulator-field="events"]');
-      if (!name || !events) continue;
-      const value = parseInt(events.textContent, 10);
-      if (seen.get(name.textContent) !== value) {
-        seen.set(name.textContent, value);
-        window.__changes.push([name.textContent, value, Date.now()]);
+    for (const card of cards(document, [])) {
+      const student = card.dataset.student, value = parseInt(card.dataset.events, 10);
+      if (seen.get(student) !== value) {
+        seen.set(student, value);
+        window.__changes.push([student, value, Date.now()]);
       }
     }
   };
@@ -65,11 +65,13 @@ OBSERVER = """() => {
 }"""
 
 
-def full_name(index: int) -> str:
-    return f"Student{index:03d} Bench"
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(settings, rate: float, seconds: float, students: int, work: Path) -> tuple[list[float], int]:
+async def measure(settings, rate: float, seconds: float, students: int, work: Path) -> tuple[list[float], int, float]:
     from playwright.async_api import async_playwright, expect
 
     await ensure_topics(settings)
@@ -86,29 +88,28 @@ async def measure(settings, rate: float, seconds: float, students: int, work: Pa
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             page = await sign_in(browser, settings, "teacher", "bench-pw")
-            # Tall enough that Tabulator renders every row (it only draws the visible ones).
-            await page.set_viewport_size({"width": 1400, "height": 900 + 40 * students})
             await page.goto(f"http://127.0.0.1:{settings.dashboard_port}/overview?course={COURSE}")
-            await expect(page.locator(".tabulator-row", has_text=full_name(students - 1))).to_be_visible(timeout=120_000)
+            await expect(page.locator(f'article.lo-card[data-student="s{students - 1}"]')).to_be_attached(timeout=120_000)
             await page.evaluate(OBSERVER)
 
             total, last = int(rate * seconds), {}
-            started = time.monotonic()
+            cpu_before, started = cpu_seconds(dashboard.process.pid), time.monotonic()
             for i in range(total):
                 await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
-                student = i % students
+                student = f"s{i % students}"
                 count = i // students + 1
                 now = time.time() * 1000
-                event = envelope(f"s{student}", event="keystroke", timestamp=now)
-                await producer.send(settings.topics.events, key=f"s{student}".encode(), value=orjson.dumps(event))
-                sent[(full_name(student), count)] = now
-                last[full_name(student)] = count
+                event = envelope(student, event="keystroke", timestamp=now)
+                await producer.send(settings.topics.events, key=student.encode(), value=orjson.dumps(event))
+                sent[(student, count)] = now
+                last[student] = count
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 shown = {name: value for name, value, _ in await page.evaluate("window.__changes")}
                 if all(shown.get(name) == count for name, count in last.items()):
                     break
                 await asyncio.sleep(0.5)
+            cores = (cpu_seconds(dashboard.process.pid) - cpu_before) / (time.monotonic() - started)
             changes = await page.evaluate("window.__changes")
             await browser.close()
     finally:
@@ -116,7 +117,7 @@ async def measure(settings, rate: float, seconds: float, students: int, work: Pa
         dashboard.stop()
         worker.stop()
     latencies = [at - sent[(name, value)] for name, value, at in changes if (name, value) in sent]
-    return latencies, len(sent)
+    return latencies, len(sent), cores
 
 
 def run(rate: float, seconds: float, students: int) -> dict:
@@ -124,7 +125,7 @@ def run(rate: float, seconds: float, students: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="lo-bench-browser-"))
     with kafka(work) as broker:
         settings = bench_settings(broker, work, "browser", dashboard_port=free_port())
-        latencies, events = asyncio.run(measure(settings, rate, seconds, students, work))
+        latencies, events, cores = asyncio.run(measure(settings, rate, seconds, students, work))
         result = {
             "benchmark": "browser_latency",
             **environment(broker),
@@ -133,8 +134,9 @@ def run(rate: float, seconds: float, students: int) -> dict:
             "events": events,
             "updates_seen": len(latencies),
             "latency_ms": percentiles(latencies),
+            "dashboard_cpu_cores_per_session": round(cores, 3),  # one open session, while events arrived
         }
-    save_result(f"browser_latency-{rate:g}", result)
+    save_result(f"browser_latency-{rate:g}-{students}", result)
     return result
 
 
@@ -142,7 +144,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=100, help="events per second")
     parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--students", type=int, default=10)
+    parser.add_argument("--students", type=int, default=30)
     args = parser.parse_args()
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # "topic not found" until the worker makes it
     print(orjson.dumps(run(args.rate, args.seconds, args.students), option=orjson.OPT_INDENT_2).decode())

@@ -1,5 +1,5 @@
-"""What a teacher reads about each student, as HTML: the student cards of the course overview,
-the class strip above them, and the order "needs attention" puts them in.
+"""What a teacher reads about each student: the fields of the student cards of the course
+overview, the class strip above them (HTML), and the order "needs attention" puts them in.
 
 Pure functions of one row of ``writing.course_overview`` (and the time now), so that every page
 and test says the same thing about a student. Colour is never the only signal: every status is
@@ -8,7 +8,6 @@ also written out, and the palette keeps WCAG AA contrast (4.5:1 for text) on whi
 
 from __future__ import annotations
 
-import html
 import statistics
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -19,14 +18,16 @@ from lo_stream.query.functions import initials
 __all__ = [
     "CSS",
     "SPARK_MINUTES",
+    "TAG_COLOURS",
     "WRITING_NOW_MS",
     "Status",
     "attention_order",
-    "card_html",
+    "card_fields",
     "class_activity",
     "class_strip_html",
     "document_title",
-    "sparkline_svg",
+    "median_words",
+    "spark",
     "status_of",
 ]
 
@@ -37,25 +38,9 @@ SPARK_MINUTES = 10
 
 # Text colours with at least 4.5:1 contrast on white and on their badge backgrounds.
 CSS = """
-:host { --lo-ink: #1f2328; --lo-muted: #57606a; --lo-line: #d0d7de; --lo-accent: #0b5cad; }
-.lo-card { border: 1px solid var(--lo-line); border-radius: 8px; padding: 10px 12px; width: 230px;
-  background: #fff; color: var(--lo-ink); font-size: 14px; line-height: 1.35; box-sizing: border-box; }
-.lo-card h3 { margin: 0 0 4px 0; font-size: 15px; display: flex; align-items: center; gap: 8px; }
-.lo-card a { color: var(--lo-accent); text-decoration: none; }
-.lo-card a:hover, .lo-card a:focus { text-decoration: underline; }
-.lo-tag { display: inline-flex; align-items: center; justify-content: center; width: 30px; height: 30px;
-  border-radius: 50%; font-size: 12px; font-weight: 600; color: #fff; flex: none; }
-.lo-status { display: inline-block; font-size: 12px; font-weight: 600; padding: 1px 8px; border-radius: 10px; }
-.lo-writing { background: #dafbe1; color: #116329; }
-.lo-idle { background: #fff1c2; color: #7a4d00; }
-.lo-not-started { background: #eaeef2; color: #424a53; }
-.lo-doc { color: var(--lo-muted); margin: 4px 0; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
-.lo-words { display: flex; align-items: center; gap: 6px; }
-.lo-bar { flex: 1; height: 8px; background: #eaeef2; border-radius: 4px; position: relative; overflow: hidden; }
-.lo-bar span { position: absolute; left: 0; top: 0; bottom: 0; background: #0b5cad; border-radius: 4px; }
-.lo-bar i { position: absolute; top: -2px; bottom: -2px; width: 2px; background: #1f2328; }
-.lo-meta { color: var(--lo-muted); font-size: 12px; }
-.lo-strip { display: flex; flex-wrap: wrap; gap: 12px; color: var(--lo-ink); font-size: 14px; }
+:host { --lo-ink: #1f2328; --lo-line: #d0d7de; }
+.lo-strip { display: flex; flex-wrap: wrap; gap: 12px; color: var(--lo-ink); font-size: 14px;
+  font-family: system-ui, "Segoe UI", sans-serif; }
 .lo-strip div { border: 1px solid var(--lo-line); border-radius: 8px; padding: 6px 12px; background: #fff; }
 .lo-strip strong { display: block; font-size: 22px; }
 """
@@ -131,56 +116,53 @@ def _minutes(milliseconds: Any) -> str:
     return f"{minutes:.0f} min" if minutes >= 10 else f"{minutes:.1f} min"
 
 
-def sparkline_svg(minutes: Any, now_ms: float, width: int = 120, height: int = 24) -> str:
-    """Events per minute over the last `SPARK_MINUTES` minutes, as bars, with a text alternative.
+def spark(minutes: Any, now_ms: float) -> list[int]:
+    """Events per minute over the last `SPARK_MINUTES` minutes, oldest first.
 
-    >>> 'aria-label="Activity in the last 10 minutes: 7 events"' in sparkline_svg({"60000": 7}, 120_000)
-    True
+    >>> spark({"60000": 7, "0": 1}, 120_000)[-3:]
+    [1, 7, 0]
     """
     counts = minutes if isinstance(minutes, dict) else {}
     this_minute = int(now_ms // 60_000 * 60_000)
-    series = [counts.get(str(this_minute - 60_000 * back), 0) for back in range(SPARK_MINUTES - 1, -1, -1)]
-    total, peak = sum(series), max(series) or 1
-    step = width / SPARK_MINUTES
-    bars = "".join(
-        f'<rect x="{i * step + 1:.1f}" y="{height - max(value / peak * height, 1 if value else 0):.1f}" '
-        f'width="{step - 2:.1f}" height="{max(value / peak * height, 1 if value else 0):.1f}" fill="#0b5cad"/>'
-        for i, value in enumerate(series)
-    )
-    label = f"Activity in the last {SPARK_MINUTES} minutes: {total} event{'s' if total != 1 else ''}"
-    return (f'<svg role="img" aria-label="{label}" width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
-            f'<title>{label}</title><line x1="0" y1="{height - 0.5}" x2="{width}" y2="{height - 0.5}" '
-            f'stroke="#d0d7de"/>{bars}</svg>')
+    return [counts.get(str(this_minute - 60_000 * back), 0) for back in range(SPARK_MINUTES - 1, -1, -1)]
 
 
-def card_html(row: dict, course_id: str, now_ms: float, median_words: float) -> str:
-    """One student's card: name tag, name (a link to their page), status in words, the current
-    document's title, words against the class median, time on task, and recent activity."""
+def card_fields(row: dict, course_id: str, now_ms: float, median: float) -> dict:
+    """What one student's card shows (`lo_stream.dashboards.widgets.CardGrid` draws it): name tag,
+    name with a link to their page, status in words, the current document's title, words against
+    the class median, time on task, and activity per minute over the last 10 minutes.
+
+    >>> fields = card_fields({"key": {"student": "s1"}, "full_name": "Ana Lima", "events": 3, "words": 40,
+    ...                       "last_active": 0, "activity": {"0": 3}}, "alg-1", 30_000, 80)
+    >>> fields["status_text"], fields["words_text"], fields["bar_label"], fields["spark_label"]
+    ('Writing now', '40 words', '40 words; class median 80', 'Activity in the last 10 minutes: 3 events')
+    """
     student = row["key"]["student"]
     name = row.get("full_name") or student
     status = status_of(row, now_ms)
     words = row.get("words") or 0
-    scale = max(words, median_words, 1) * 1.25
-    colour = TAG_COLOURS[sum(map(ord, student)) % len(TAG_COLOURS)]
-    photo = row.get("photo_url")
-    tag = (f'<img class="lo-tag" src="{html.escape(photo)}" alt="">' if photo else
-           f'<span class="lo-tag" style="background:{colour}" aria-hidden="true">{html.escape(initials(name))}</span>')
-    link = "student?" + urlencode({"course": course_id, "student": student})
+    scale = max(words, median, 1) * 1.25
+    series = spark(row.get("activity"), now_ms)
+    total = sum(series)
     document = document_title(row.get("documents"), row.get("last_document"))
-    median_note = f"class median {median_words:g}"
-    return (
-        f'<article class="lo-card lo-card-{status.kind}" aria-label="{html.escape(name)}" data-student="{html.escape(student)}">'
-        f'<h3>{tag}<a href="{html.escape(link)}">{html.escape(name)}</a></h3>'
-        f'<span class="lo-status lo-{status.kind}">{status.text}</span>'
-        f'<p class="lo-doc" title="{html.escape(document)}">{html.escape(document) if document else "No document yet"}</p>'
-        f'<div class="lo-words"><span>{words} word{"s" if words != 1 else ""}</span>'
-        f'<span class="lo-bar" role="img" aria-label="{words} words; {median_note}">'
-        f'<span style="width:{min(words / scale, 1) * 100:.0f}%"></span>'
-        f'<i style="left:{min(median_words / scale, 1) * 100:.0f}%"></i></span></div>'
-        f'<p class="lo-meta">{_minutes(row.get("total_time_on_task_ms"))} on task</p>'
-        f'{sparkline_svg(row.get("activity"), now_ms)}'
-        f'</article>'
-    )
+    return {
+        "name": name,
+        "href": "student?" + urlencode({"course": course_id, "student": student}),
+        "initials": initials(name),
+        "colour": TAG_COLOURS[sum(map(ord, student)) % len(TAG_COLOURS)],
+        "photo": row.get("photo_url") or "",
+        "status": status.kind,
+        "status_text": status.text,
+        "document": document or "No document yet",
+        "words_text": f"{words} word{'s' if words != 1 else ''}",
+        "fill": round(min(words / scale, 1) * 100),
+        "median": round(min(median / scale, 1) * 100),
+        "bar_label": f"{words} words; class median {median:g}",
+        "on_task": f"{_minutes(row.get('total_time_on_task_ms'))} on task",
+        "spark": series,
+        "spark_label": f"Activity in the last {SPARK_MINUTES} minutes: {total} event{'s' if total != 1 else ''}",
+        "events": row.get("events") or 0,
+    }
 
 
 def median_words(rows: Iterable[dict]) -> float:

@@ -26,7 +26,7 @@ import panel as pn
 from lo_stream.dashboards.cards import (
     CSS,
     attention_order,
-    card_html,
+    card_fields,
     class_activity,
     class_strip_html,
     document_title,
@@ -35,7 +35,7 @@ from lo_stream.dashboards.cards import (
 )
 from lo_stream.dashboards.frame import frame, heading_html, notice, plain_problem
 from lo_stream.dashboards.live import LiveCourse, LiveCourses
-from lo_stream.dashboards.widgets import LiveTable, RangeInput
+from lo_stream.dashboards.widgets import CardGrid, LiveTable, RangeInput
 from lo_stream.query.client import BackendError, QueryClient
 from lo_stream.reducers import UNCHANGED, registry, scope_key
 from lo_stream.settings import Settings
@@ -58,6 +58,7 @@ BUILT_IN_PAGES = [("overview", "Course overview"), ("class", "Class view")]
 """The navigation's built-in pages: (path, label). The student page is reached from a card."""
 REFRESH_SECONDS = 5
 TICK_SECONDS = 15  # statuses ("idle 4 min"), the class chart and the "needs attention" order
+FLUSH_MS = 250  # changes arriving within this long reach the browser as one update
 SORTS = ("Needs attention", "Name", "Most words", "Fewest words")
 
 COLUMNS = [  # key, title, numeric
@@ -212,8 +213,8 @@ def _activity_chart(data: tuple) -> hv.Area:
 
 
 def overview_page(context: DashboardContext) -> pn.viewable.Viewable:
-    """Pick a course: a card per roster student (or a table), patched in place as their work
-    arrives, sorted by who needs attention first; above them, the class at a glance."""
+    """Pick a course: a card per roster student (or a table), changed in place as their work
+    arrives, in the order of who needs attention first; above them, the class at a glance."""
     session = _Session()
     # Read now: asynchronous callbacks do not run in the session's context.
     user, wanted = context.user, context.query_param("course")
@@ -226,25 +227,15 @@ def overview_page(context: DashboardContext) -> pn.viewable.Viewable:
     strip = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width", name="class-strip")
     pipe = hv.streams.Pipe(data=class_activity([], time.time() * 1000))
     chart = pn.pane.HoloViews(hv.DynamicMap(_activity_chart, streams=[pipe]), sizing_mode="stretch_width")
-    grid = pn.FlexBox(gap="12px", sizing_mode="stretch_width", name="cards")
+    grid = CardGrid(sizing_mode="stretch_width", name="cards")
     table = LiveTable(columns=[list(column) for column in COLUMNS], caption="Students", sizing_mode="stretch_width",
                       name="students")
     controls = pn.Row(view, order, find, sizing_mode="stretch_width")
     content = pn.Column(sizing_mode="stretch_width")
-    cards: dict[str, pn.pane.HTML] = {}
-    state: dict[str, Any] = {"course": None, "median": 0.0}
+    state: dict[str, Any] = {"course": None, "median": 0.0, "dirty": set(), "sent": {}}
 
-    def card(student: str, row: dict, now: float) -> pn.pane.HTML:
-        pane = cards.get(student)
-        markup = card_html(row, row_course(), now, state["median"])
-        if pane is None:
-            pane = cards[student] = pn.pane.HTML(markup, stylesheets=[CSS], margin=0)
-        elif pane.object != markup:
-            pane.object = markup
-        return pane
-
-    def row_course() -> str:
-        return state["course"].course_id if state["course"] is not None else ""
+    def fields(course: LiveCourse, now: float) -> dict[str, dict]:
+        return {s: card_fields(row, course.course_id, now, state["median"]) for s, row in course.rows.items()}
 
     def shown_rows(course: LiveCourse, now: float) -> list[dict]:
         rows = list(course.rows.values())
@@ -260,22 +251,25 @@ def overview_page(context: DashboardContext) -> pn.viewable.Viewable:
                                            (r.get("full_name") or "").lower()))
 
     def arrange() -> None:
-        """Cards (or table rows) in the chosen order, filtered: existing cards move, none is rebuilt."""
+        """Every card (or table row) as it stands, in the chosen order, filtered."""
         course = state["course"]
         if course is None or not course.loaded:
             return
         now = time.time() * 1000
+        state["median"] = median_words(course.rows.values())
         rows = shown_rows(course, now)
+        state["dirty"].clear()
         if view.value == "Cards":
-            wanted_cards = [card(r["key"]["student"], r, now) for r in rows]
-            if list(grid.objects) != wanted_cards:
-                grid.objects = wanted_cards
-            if content.objects != [grid]:
-                content.objects = [grid]
+            cards = fields(course, now)
+            if cards != state["sent"]:
+                grid.cards = state["sent"] = cards
+            grid.order = [r["key"]["student"] for r in rows]
+            shown = grid
         else:
             table.rows = [overview_row(r, course.course_id, now) for r in rows]
-            if content.objects != [table]:
-                content.objects = [table]
+            shown = table
+        if content.objects != [shown]:
+            content.objects = [shown]
 
     def describe(course: LiveCourse) -> None:
         """The notices and the class strip for the course as it stands."""
@@ -286,25 +280,24 @@ def overview_page(context: DashboardContext) -> pn.viewable.Viewable:
         if not course.loaded:
             return
         rows = list(course.rows.values())
-        now = time.time() * 1000
         if not rows:
             notices.append(notice(f"Course {course.course_id} has no students on its roster yet "
                                   "(an administrator loads one: lo-stream rosters load FILE --course ID)."))
         elif not any(r.get("events") for r in rows):
             notices.append(notice("No student of this course has written anything yet: "
                                   "their cards fill in as they work."))
-        strip.object = class_strip_html(rows, now)
+        strip.object = class_strip_html(rows, time.time() * 1000)
 
     def show_course(course: LiveCourse) -> None:
         if course is not state["course"]:
             return
         describe(course)
-        state["median"] = median_words(course.rows.values())
         if course.loaded:
             pipe.send(class_activity(course.rows.values(), time.time() * 1000))
         arrange()
 
-    def patch(course: LiveCourse, students: set[str] | None) -> None:
+    def changed(course: LiveCourse, students: set[str] | None) -> None:
+        """Rows changed: noted now, shown at the next flush (a burst of changes is one update)."""
         if course is not state["course"]:
             return
         if students is None or not course.loaded or course.problem or any(s not in course.rows for s in students):
@@ -312,13 +305,23 @@ def overview_page(context: DashboardContext) -> pn.viewable.Viewable:
             return
         if notices.objects:
             describe(course)  # e.g. "nobody has written yet" no longer holds
+        state["dirty"].update(students)
+
+    def flush() -> None:
+        course, dirty = state["course"], state["dirty"]
+        if course is None or not dirty or not course.loaded:
+            return
         now = time.time() * 1000
+        students = [s for s in dirty if s in course.rows]
+        dirty.clear()
         state["median"] = median_words(course.rows.values())
         strip.object = class_strip_html(list(course.rows.values()), now)
         if view.value == "Cards":
-            for student in students:
-                if student in cards:
-                    card(student, course.rows[student], now)  # in place: no other card is touched
+            cards = {s: card_fields(course.rows[s], course.course_id, now, state["median"]) for s in students}
+            cards = {s: f for s, f in cards.items() if state["sent"].get(s) != f}
+            if cards:
+                state["sent"] = {**state["sent"], **cards}
+                grid.update(cards)
         else:
             table.update([overview_row(course.rows[s], course.course_id, now) for s in students])
 
@@ -329,29 +332,23 @@ def overview_page(context: DashboardContext) -> pn.viewable.Viewable:
             return
         describe(course)
         pipe.send(class_activity(course.rows.values(), time.time() * 1000))
-        if view.value == "Cards":
-            now = time.time() * 1000
-            for student, row in course.rows.items():
-                if student in cards:
-                    card(student, row, now)
-        arrange()  # the table view is redrawn: only the cells that changed change
+        arrange()
 
     def open_course(course_id: str | None) -> None:
         session.release()
-        state["course"] = None
-        cards.clear()
-        grid.objects, content.objects = [], []
+        state.update(course=None, sent={})
+        state["dirty"].clear()
+        content.objects = []
         if not course_id:
             return
-        course = session.follow(context, course_id, lambda students: patch(course, students))
+        course = session.follow(context, course_id, lambda students: changed(course, students))
         state["course"] = course
         pn.state.location.update_query(course=course_id)
         show_course(course)
 
     picker.param.watch(lambda event: open_course(event.new), "value")
-    for widget in (view, order, find):
-        widget.param.watch(lambda _event: arrange(), "value")
-    find.param.watch(lambda _event: arrange(), "value_input")
+    for widget, name in ((view, "value"), (order, "value"), (find, "value"), (find, "value_input")):
+        widget.param.watch(lambda _event: arrange(), name)
 
     async def load() -> None:
         courses = await _courses(context, user, notices)
@@ -375,6 +372,7 @@ def overview_page(context: DashboardContext) -> pn.viewable.Viewable:
             picker.value = chosen
 
     pn.state.onload(load)
+    pn.state.add_periodic_callback(flush, period=FLUSH_MS)
     pn.state.add_periodic_callback(tick, period=TICK_SECONDS * 1000)
     return context.framed(
         "overview", "Course overview", picker, notices, strip, chart, controls, content,
