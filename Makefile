@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 LO := $(VENV)/bin/lo-stream
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-bench run test kafka kafka-stop bench bench-latency clean
+.PHONY: install install-bench run test kafka kafka-stop bench bench-latency screenshots clean
 
 install: $(STAMP)
 
@@ -51,6 +51,11 @@ bench: install-bench
 # Event -> change-feed subscriber latency (docs/benchmarks.md); BENCH_ARGS="--rate 1000".
 bench-latency: install-bench
 	$(PY) bench/change_feed_latency.py $(BENCH_ARGS)
+
+# The dashboards' screenshots (docs/images/) from a real class: what make run brings up, a few minutes
+# of writing, then Chromium. SCREENSHOT_ARGS="--students 30 --minutes 5".
+screenshots: install
+	$(PY) scripts/screenshots.py $(SCREENSHOT_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

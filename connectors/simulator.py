@@ -8,7 +8,8 @@ Responsibilities:
    reports it: one ``google_docs_save`` event per keystroke (``bundles[{commands: [{ty: "is", ibi,
    s}]}]``, the document as ``object`` with its title and URL, as LO's extension sends it), typos
    corrected with a delete (``ty: "ds"``), gaps drawn from an exponential with mean `ici` seconds,
-   and now and then a pause;
+   now and then a pause, and once in a while a break of a few minutes (the dashboards show the
+   student as idle);
 3. send through the gateway's websocket (with the development identity) or straight to Kafka;
 4. keep its own account of what each student typed, so that tables can be checked against it.
 """
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 SOURCE = "org.mitros.writing_analytics"
 TYPO_PROBABILITY = 0.03
 PAUSE_PROBABILITY = 0.005
+BREAK_PROBABILITY = 0.0005  # per keystroke: about one break every few minutes of typing at ici 0.1 s
+BREAK_SECONDS = (120.0, 300.0)  # long enough to show as idle on the dashboards
 SWITCH_DOCUMENT_PROBABILITY = 0.01
 CONNECT_WAIT_SECONDS = 30.0
 DOCUMENTS_PER_STUDENT = 3
@@ -135,7 +138,10 @@ class Typist:
         self.typo_at: int | None = None  # position of a typo still to correct
 
     def next_gap(self) -> float:
-        if self.rng.random() < PAUSE_PROBABILITY:
+        draw = self.rng.random()
+        if draw < BREAK_PROBABILITY:  # steps away: idle for minutes, as students do
+            return self.rng.uniform(*BREAK_SECONDS)
+        if draw < PAUSE_PROBABILITY:
             return self.ici * self.rng.uniform(20, 60)
         return self.rng.expovariate(1 / self.ici)
 

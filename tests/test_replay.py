@@ -24,7 +24,7 @@ from lo_stream import offline
 from lo_stream.connectors.rosters import roster_student, write_course
 from lo_stream.query.access import UserStore
 from lo_stream.reducers import ReducerRegistry, event_reducer, registry
-from lo_stream.replay import state_at
+from lo_stream.replay import history, state_at
 from lo_stream.topics import ensure_topics
 from tests.support import ServiceProcess, envelope, lo_stream_command, produce, read_table, read_topic, state_only, wait_for_table
 
@@ -293,3 +293,29 @@ async def test_state_at_a_past_time_matches_an_offline_run_up_to_then(settings, 
     assert expected["median_interval_ms"] == 150
     later = await state_at(settings, registry.get("lo_stream.writing.typing_speed"), "ana", datetime.datetime.now().astimezone())
     assert later["ana"]["median_interval_ms"] == 40 and len(later["ana"]["timestamps"]) == 10
+
+
+async def test_a_documents_history_folds_to_its_state_after_each_edit(settings):
+    """What writing playback shows: the n first edits of a document give offline mode's text of them."""
+    await ensure_topics(settings)
+
+    def typed(doc, position, text, clock=None, student="ana"):
+        client = {"event": "google_docs_save", "doc_id": doc,
+                  "bundles": [{"commands": [{"ty": "is", "ibi": position, "s": text}]}]}
+        return envelope(student, **client, **({"timestamp": clock} if clock is not None else {}))
+
+    edits = [typed("essay", 1, "Once", 5000), typed("notes", 1, "n"), typed("essay", 5, " upon", 7000),
+             envelope("ana", event="keystroke", doc_id="essay", timestamp=7500), typed("essay", 10, " a time")]
+    await produce(settings, [("ana", e) for e in edits] + [("bo", typed("essay", 1, "other", student="bo"))])
+    reducer = registry.get("lo_stream.writing.text")
+    found = await history(settings, reducer, "ana", '["ana","essay"]')
+    assert [edit for _, edit in found] == [edits[0], edits[2], edits[4]]  # this document's edits, in order
+    assert [when for when, _ in found][:2] == [5000, 7000]  # the client's time; Kafka's where it gave none
+    assert found[2][0] > 1_700_000_000_000
+    for count in range(1, 4):
+        expected = offline.run(edits[:[0, 2, 4][count - 1] + 1], ["lo_stream.writing.text"])
+        state = reducer.initial_state()
+        for _, edit in found[:count]:
+            state = await reducer.apply(edit, state)
+        assert state == expected.tables["lo_stream.writing.text"]['["ana","essay"]']
+    assert state["text"] == "Once upon a time"
