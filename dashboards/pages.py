@@ -528,7 +528,7 @@ def student_page(context: DashboardContext) -> pn.viewable.Viewable:
         rhythm = (f" · typing about <strong>{cpm} characters per minute</strong> "
                   f"(median {typing['median_interval_ms']:.0f} ms between keys)" if cpm else "")
         counts.object = (f"<p><strong>{written['words']}</strong> words · {written['characters']} characters · "
-                         f"<strong>{round(timing['total_ms'] / 60000, 1)}</strong> min on task{rhythm}</p>")
+                         f"<strong>{round(timing['total_ms'] / 60000, 1)}</strong> min on task in this document{rhythm}</p>")
         charts[:] = [pn.pane.HoloViews(_time_on_task_chart(timing["bins"]), sizing_mode="stretch_width")]
         if state["doc"] != doc_id:
             state["doc"] = doc_id
