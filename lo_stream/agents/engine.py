@@ -244,11 +244,12 @@ class Engine:
                 await self._dead_letter(tp.partition, f"malformed event: {exc}", record.value, topic=tp.topic,
                                         partition=tp.partition, offset=record.offset, key=_printable_key(record.key))
         raw = {record.offset: record.value for record in records}
+        scope_keys: list[dict] = [{} for _ in decoded]  # per message: each scope's keys, computed once
         for reducer in self.reducers:
             items: list[Item] = []
-            for offset, key, envelopes in decoded:
+            for (offset, key, envelopes), keys in zip(decoded, scope_keys):
                 try:
-                    items.extend(items_for(reducer, envelopes, tp.partition, offset, student=key))
+                    items.extend(items_for(reducer, envelopes, tp.partition, offset, student=key, keys=keys))
                 except Exception as exc:  # a reducer's filter or scope on an event it cannot read
                     await self._dead_letter(tp.partition, "reducer raised", raw[offset], topic=tp.topic,
                                             partition=tp.partition, offset=offset, reducer=reducer.id,

@@ -33,20 +33,31 @@ _new_item = tuple.__new__  # Item's own constructor, without the Python-level __
 
 
 def items_for(reducer: Reducer, envelopes: list[dict], partition: int, offset: int,
-              student: str | None = None) -> list[Item]:
+              student: str | None = None, keys: dict | None = None) -> list[Item]:
     """The items of one message a reducer wants, each under the key of its scope.
 
     `student`: the message's key, where every envelope was checked to be that student's
     (`lo_stream.envelopes.decode_envelopes`); then a reducer kept per student and wanting every
-    event takes them all under that key without looking at each."""
+    event takes them all under that key without looking at each.
+    `keys`: a dict kept for this message across reducers, so that reducers with the same scope
+    compute each envelope's key once."""
     source = str(partition)
     if student is not None and reducer.per_student and reducer.wants_all:
         return [_new_item(Item, (student, envelope, source, offset, index)) for index, envelope in enumerate(envelopes)]
     wants, key_of = reducer.wants, reducer.key
+    if keys is None:
+        return [
+            _new_item(Item, (key, envelope, source, offset, index))
+            for index, envelope in enumerate(envelopes)
+            if wants(envelope) and (key := key_of(envelope)) is not None
+        ]
+    scoped = keys.get(reducer.scope)
+    if scoped is None:
+        scoped = keys[reducer.scope] = [key_of(envelope) for envelope in envelopes]
     return [
         _new_item(Item, (key, envelope, source, offset, index))
-        for index, envelope in enumerate(envelopes)
-        if wants(envelope) and (key := key_of(envelope)) is not None
+        for index, (envelope, key) in enumerate(zip(envelopes, scoped))
+        if key is not None and wants(envelope)
     ]
 
 
