@@ -89,6 +89,8 @@ def plain_problem(problem: str) -> tuple[str, str]:
 
     >>> plain_problem("worker http://w:6066 is still restoring its tables (after a restart)")[0]
     'The data of this course is being restored after a restart. This page fills in by itself in a moment.'
+    >>> plain_problem("the query layer at http://w:6066 closed the live connection; retrying")[1]
+    'danger'
     """
     lowered = problem.lower()
     if "restoring" in lowered or "rebalancing" in lowered or "still starting" in lowered:
@@ -96,7 +98,7 @@ def plain_problem(problem: str) -> tuple[str, str]:
                 "This page fills in by itself in a moment.", "warning")
     if lowered.startswith("connecting"):
         return "Loading this course ...", "info"
-    if "unreachable" in lowered or "cannot be reached" in lowered or "cannot connect" in lowered:
+    if any(sign in lowered for sign in ("unreachable", "cannot be reached", "closed the live connection", "retrying")):
         return (f"The data service cannot be reached right now ({problem}). This page reconnects by itself.",
                 "danger")
     if "roster" in lowered:
