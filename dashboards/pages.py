@@ -212,6 +212,12 @@ def _activity_chart(data: tuple) -> hv.Area:
     )
 
 
+def _live_chart(chart: Callable[[Any], hv.Element], data: Any) -> tuple[hv.streams.Pipe, pn.pane.HoloViews]:
+    """A chart redrawn in place (no flicker) each time its pipe is sent new data."""
+    pipe = hv.streams.Pipe(data=data)
+    return pipe, pn.pane.HoloViews(hv.DynamicMap(chart, streams=[pipe]), sizing_mode="stretch_width")
+
+
 def overview_page(context: DashboardContext) -> pn.viewable.Viewable:
     """Pick a course: a card per roster student (or a table), changed in place as their work
     arrives, in the order of who needs attention first; above them, the class at a glance."""
@@ -225,8 +231,7 @@ def overview_page(context: DashboardContext) -> pn.viewable.Viewable:
     find = pn.widgets.TextInput(name="Find a student", placeholder="Part of a name", width=220)
     notices = pn.Column(sizing_mode="stretch_width")
     strip = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width", name="class-strip")
-    pipe = hv.streams.Pipe(data=class_activity([], time.time() * 1000))
-    chart = pn.pane.HoloViews(hv.DynamicMap(_activity_chart, streams=[pipe]), sizing_mode="stretch_width")
+    pipe, chart = _live_chart(_activity_chart, class_activity([], time.time() * 1000))
     grid = CardGrid(sizing_mode="stretch_width", name="cards")
     table = LiveTable(columns=[list(column) for column in COLUMNS], caption="Students", sizing_mode="stretch_width",
                       name="students")
@@ -581,13 +586,14 @@ def _histogram(values: list[float], step: float) -> tuple:
     return np.histogram(values, bins=edges)
 
 
-def _distribution(values: list[float], step: float, what: str, title: str) -> pn.pane.HoloViews:
+def _distribution(data: tuple, what: str, title: str) -> hv.Histogram:
+    """How many students fall in each bin of `what`; `data` is (values, bin width)."""
+    values, step = data
     counts, edges = _histogram(values, step)
-    chart = hv.Histogram((edges, counts), kdims=[what], vdims=["students"]).opts(
+    return hv.Histogram((edges, counts), kdims=[what], vdims=["students"]).opts(
         title=title, responsive=True, height=260, toolbar=None, default_tools=[], color="#0b5cad",
-        ylabel="Students", hooks=[_integer_ticks],
+        ylabel="Students", hooks=[_integer_ticks], framewise=True,
     )
-    return pn.pane.HoloViews(chart, sizing_mode="stretch_width")
 
 
 def class_page(context: DashboardContext) -> pn.viewable.Viewable:
@@ -597,7 +603,13 @@ def class_page(context: DashboardContext) -> pn.viewable.Viewable:
     course_id, user = context.query_param("course"), context.user
     notices = pn.Column(sizing_mode="stretch_width")
     strip = pn.pane.HTML("", stylesheets=[CSS], sizing_mode="stretch_width", name="class-strip")
-    plots = pn.Column(sizing_mode="stretch_width")
+    activity, activity_chart = _live_chart(_activity_chart, class_activity([], time.time() * 1000))
+    words, words_chart = _live_chart(partial(_distribution, what="words", title="Words in the current document"),
+                                     ([], 10))
+    minutes, minutes_chart = _live_chart(partial(_distribution, what="minutes", title="Time on task (minutes)"),
+                                         ([], 5))
+    plots = pn.Column(activity_chart, pn.Row(words_chart, minutes_chart, sizing_mode="stretch_width"),
+                      sizing_mode="stretch_width")
     dirty = {"value": True}
     course: LiveCourse | None = None
 
@@ -617,14 +629,10 @@ def class_page(context: DashboardContext) -> pn.viewable.Viewable:
             notices.append(notice("This course has no students on its roster yet."))
             return
         strip.object = class_strip_html(rows, now)
-        words = [row.get("words") or 0 for row in rows]
-        minutes = [(row.get("total_time_on_task_ms") or 0) / 60000 for row in rows]
-        word_step = max(10, int(max(words, default=0) // 100 + 1) * 10)
-        plots[:] = [
-            pn.pane.HoloViews(_activity_chart(class_activity(rows, now)), sizing_mode="stretch_width"),
-            pn.Row(_distribution(words, word_step, "words", "Words in the current document"),
-                   _distribution(minutes, 5, "minutes", "Time on task (minutes)"), sizing_mode="stretch_width"),
-        ]
+        counts = [row.get("words") or 0 for row in rows]
+        activity.send(class_activity(rows, now))
+        words.send((counts, max(10, int(max(counts, default=0) // 100 + 1) * 10)))
+        minutes.send(([(row.get("total_time_on_task_ms") or 0) / 60000 for row in rows], 5))
 
     async def load() -> None:
         nonlocal course
