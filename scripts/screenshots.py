@@ -37,8 +37,9 @@ def start_class(students: int, work: Path) -> tuple[subprocess.Popen, Path]:
            "LO_STREAM_DASHBOARD_PORT": str(free_port()), "LO_STREAM_WORKER_PORT": str(free_port()),
            "LO_STREAM_GATEWAY_PORT": str(free_port()), "LO_STREAM_KAFKA_PORT": str(free_port_pair())}
     log = work / "run.log"
-    process = subprocess.Popen([sys.executable, "-m", "lo_stream", "run", "--students", str(students)],
-                               stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    with open(log, "wb") as output:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen([sys.executable, "-m", "lo_stream", "run", "--students", str(students)],
+                                   stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     return process, log
 
 
