@@ -243,7 +243,7 @@ async def test_live_subscription_sends_the_result_then_changed_rows(settings, tm
             # New events: only the changed students' rows come, with their new values.
             await produce(settings, [("s2", envelope("s2", event="keystroke", timestamp=6000 + i)) for i in range(2)])
             row = await live.update_for("s2")
-            if row["events"] == 2:  # the two events may have come as two changes
+            while row["events"] < 3:  # the two events as two changes, or an update of the first ones still in flight
                 row = await live.update_for("s2")
             assert (row["events"], row["full_name"]) == (3, "Given2 Family2")
             # Another course's student changes nothing here (update_for checks every row).
