@@ -6,7 +6,8 @@
    lo_stream, Quix Streams and Kafka Streams on the workshop reducer, and lo_stream on its writing
    module; at-least-once, then exactly-once (lo_stream, Quix, Kafka Streams). Kafka Streams is
    recorded as skipped where java 17+ or mvn is missing;
-2. scale: students from 1k up (one event per message), raw and lo_stream: throughput and peak RSS;
+2. scale: students from 1k up (one event per message), every competitor: throughput, peak RSS and
+   how flat each one's events per CPU-second stay across S;
 3. latency: steady 1k and 10k events/s through the gateway to a live query subscriber;
 4. the gateway's acknowledged events/s;
 5. browser: events produced at a steady rate to a teacher's Chromium showing them on the course
@@ -30,7 +31,7 @@ from rich.progress import Progress
 
 from bench import browser_latency, change_feed_latency, gateway_throughput, soak
 from bench.harness import bench_settings, environment, kafka, produce_dataset, ratio, save_result
-from bench.throughput import run_competitor, throughput_ratios
+from bench.throughput import COMPETITORS, run_competitor, throughput_ratios
 from tests.support import free_port
 
 MODES = {
@@ -74,7 +75,7 @@ async def scale(broker: str, work: Path, mode: dict, progress: Progress, done: l
     runs = []
     for students in mode["students"]:
         dataset = None
-        for competitor in ("raw", "lo_stream"):
+        for competitor in COMPETITORS:
             same = [r for r in done if r["competitor"] == competitor and r["workload"] == "workshop"
                     and r["guarantee"] == "at_least_once" and r["events_per_message"] == 1
                     and (r["students"], r["events"]) == (students, mode["single_events"])]
@@ -85,8 +86,17 @@ async def scale(broker: str, work: Path, mode: dict, progress: Progress, done: l
             task = progress.add_task(f"{competitor} single S={students:,}", total=None)
             runs.append(await run_competitor(competitor, dataset, broker, work))
             progress.remove_task(task)
-    lo_stream = [r["events_per_s"] for r in runs if r["competitor"] == "lo_stream"]
-    return {"runs": runs, "lo_stream_slowest_over_fastest": ratio(min(lo_stream), max(lo_stream))}
+    return {"runs": runs, "slowest_over_fastest": flatness(runs)}
+
+
+def flatness(runs: list[dict]) -> dict[str, float | None]:
+    """Each competitor's slowest / fastest events per CPU-second across the numbers of students
+    (1.0: flat); competitors that were skipped are left out."""
+    rates: dict[str, list[float]] = {}
+    for run in runs:
+        if not run.get("skipped"):
+            rates.setdefault(run["competitor"], []).append(run["events_per_cpu_s"])
+    return {competitor: ratio(min(r), max(r)) for competitor, r in rates.items()}
 
 
 def main() -> None:

@@ -67,9 +67,14 @@ def tables(mode: str) -> str:
     if scale:
         out += ["| students | competitor | events | events/s | events/CPU-s | peak RSS (MB) |", "|---|---|---|---|---|---|"]
         for run in scale["runs"]:
-            out.append(f"| {run['students']:,} | {run['competitor']} | {run['events']:,} | {run['events_per_s']:,.0f} | "
-                       f"{run['events_per_cpu_s']:,.0f} | {run['peak_rss_mb']:,.0f} |")
-        out += ["", f"lo_stream slowest / fastest across S: {scale['lo_stream_slowest_over_fastest']}", ""]
+            head = f"| {run['students']:,} | {run['competitor']} | {run['events']:,} | "
+            if run.get("skipped"):
+                out.append(head + f"skipped: {run['skipped']} | | |")
+                continue
+            out.append(head + f"{run['events_per_s']:,.0f} | {run['events_per_cpu_s']:,.0f} | {run['peak_rss_mb']:,.0f} |")
+        out += ["", "| competitor | slowest / fastest events per CPU-s across S |", "|---|---|"]
+        out += [f"| {competitor} | {flat} |" for competitor, flat in scale["slowest_over_fastest"].items()]
+        out.append("")
     latencies = sorted((RESULTS.glob("gateway_query_latency-*.json")), key=lambda p: float(p.stem.rsplit("-", 1)[1]))
     if latencies:
         out += ["| date | rate (events/s) | sent (events/s) | events sent | seen | p50 (ms) | p90 | p99 | max |",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from bench.__main__ import flatness
 from bench.harness import percentiles, ratio, steady_rate, workload_messages
 from bench.workshop import NULL_STATE, workshop
 
@@ -14,6 +15,18 @@ def test_percentiles_and_ratios():
     assert ratio(1, 3) == 0.33 and ratio(2, None) is None and ratio(2, 0) is None
     with pytest.raises(ValueError, match="nothing was measured"):
         percentiles([])
+
+
+def test_flatness_is_each_competitors_slowest_over_fastest_per_cpu_second_leaving_skipped_runs_out():
+    runs = [
+        {"competitor": "raw", "students": 1_000, "events_per_cpu_s": 80_000.0},
+        {"competitor": "raw", "students": 1_000_000, "events_per_cpu_s": 60_000.0},
+        {"competitor": "lo_stream", "students": 1_000, "events_per_cpu_s": 100_000.0},
+        {"competitor": "lo_stream", "students": 10_000, "events_per_cpu_s": 150_000.0},
+        {"competitor": "lo_stream", "students": 1_000_000, "events_per_cpu_s": 50_000.0},
+        {"competitor": "kstreams", "students": 1_000, "skipped": "mvn not found"},
+    ]
+    assert flatness(runs) == {"raw": 0.75, "lo_stream": 0.33}
 
 
 def test_steady_rate_ignores_the_final_commit_when_there_are_commits_in_progress():
