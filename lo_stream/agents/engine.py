@@ -50,7 +50,7 @@ from lo_stream.envelopes import MalformedEventError, decode_envelopes
 from lo_stream.reducers import Reducer
 from lo_stream.settings import Settings
 from lo_stream.tables import changelog_key, repartition_topic
-from lo_stream.tables.entries import Item, fold, items_for
+from lo_stream.tables.entries import Batch, Item, fold
 from lo_stream.tables.restore import restore
 from lo_stream.tables.store import Table
 from lo_stream.topics import TopicSpec, ensure_topics, partition_of
@@ -244,16 +244,9 @@ class Engine:
                 await self._dead_letter(tp.partition, f"malformed event: {exc}", record.value, topic=tp.topic,
                                         partition=tp.partition, offset=record.offset, key=_printable_key(record.key))
         raw = {record.offset: record.value for record in records}
-        scope_keys: list[dict] = [{} for _ in decoded]  # per message: each scope's keys, computed once
+        batch = Batch(tp.partition, decoded)
         for reducer in self.reducers:
-            items: list[Item] = []
-            for (offset, key, envelopes), keys in zip(decoded, scope_keys):
-                try:
-                    items.extend(items_for(reducer, envelopes, tp.partition, offset, student=key, keys=keys))
-                except Exception as exc:  # a reducer's filter or scope on an event it cannot read
-                    await self._dead_letter(tp.partition, "reducer raised", raw[offset], topic=tp.topic,
-                                            partition=tp.partition, offset=offset, reducer=reducer.id,
-                                            error=f"{type(exc).__name__}: {exc}")
+            items = batch.items(reducer)
             if not items:
                 continue
             if reducer.needs_repartition:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 
 from lo_stream.reducers import PLAIN_STATES, UNCHANGED, Reducer
 
-__all__ = ["Failure", "Folded", "Item", "fold", "items_for"]
+__all__ = ["Batch", "Failure", "Folded", "Item", "fold", "items_for"]
 
 
 class Item(NamedTuple):
@@ -32,33 +32,56 @@ class Item(NamedTuple):
 _new_item = tuple.__new__  # Item's own constructor, without the Python-level __new__ of a NamedTuple
 
 
-def items_for(reducer: Reducer, envelopes: list[dict], partition: int, offset: int,
-              student: str | None = None, keys: dict | None = None) -> list[Item]:
-    """The items of one message a reducer wants, each under the key of its scope.
+class Batch:
+    """The envelopes of consecutive messages of one partition, laid out once for every reducer.
 
-    `student`: the message's key, where every envelope was checked to be that student's
-    (`lo_stream.envelopes.decode_envelopes`); then a reducer kept per student and wanting every
-    event takes them all under that key without looking at each.
-    `keys`: a dict kept for this message across reducers, so that reducers with the same scope
-    compute each envelope's key once."""
-    source = str(partition)
-    if student is not None and reducer.per_student and reducer.wants_all:
-        return [_new_item(Item, (student, envelope, source, offset, index)) for index, envelope in enumerate(envelopes)]
-    wants, key_of = reducer.wants, reducer.key
-    if keys is None:
-        return [
-            _new_item(Item, (key, envelope, source, offset, index))
-            for index, envelope in enumerate(envelopes)
-            if wants(envelope) and (key := key_of(envelope)) is not None
-        ]
-    scoped = keys.get(reducer.scope)
-    if scoped is None:
-        scoped = keys[reducer.scope] = [key_of(envelope) for envelope in envelopes]
-    return [
-        _new_item(Item, (key, envelope, source, offset, index))
-        for index, (envelope, key) in enumerate(zip(envelopes, scoped))
-        if key is not None and wants(envelope)
-    ]
+    `messages`: (offset, student, envelopes) each, in order. `student` is the message's key where
+    every envelope was checked to be that student's (`lo_stream.envelopes.decode_envelopes`), else
+    None: a reducer kept per student and wanting every event then takes a message's envelopes
+    under that key without looking at each. Reducers of the same scope share each envelope's key,
+    computed once for the batch.
+
+    Envelopes are those `decode_envelopes` accepted: ``client`` an object, its ``event`` and
+    ``source`` strings or missing, the student a string. Taking their keys and types cannot raise."""
+
+    def __init__(self, partition: int, messages: Iterable[tuple[int, str | None, list[dict]]]) -> None:
+        self.source = str(partition)  # a str: JSON object keys in the stored table value are strings
+        self.envelopes: list[dict] = []
+        self.offsets: list[int] = []
+        self.indexes: list[int] = []
+        self.students: list[str | None] = []
+        for offset, student, envelopes in messages:
+            count = len(envelopes)
+            self.envelopes.extend(envelopes)
+            self.offsets.extend([offset] * count)
+            self.indexes.extend(range(count))
+            self.students.extend([student] * count)
+        self._students_known = None not in self.students
+        self._keys: dict[tuple[str, ...], list[str | None]] = {}
+
+    def items(self, reducer: Reducer) -> list[Item]:
+        """The items the reducer wants, each under the key of its scope, in the batch's order."""
+        source = self.source
+        if reducer.per_student and reducer.wants_all and self._students_known:
+            keys: list[str | None] = self.students
+        else:
+            keys = self._keys.get(reducer.scope)  # type: ignore[assignment]
+            if keys is None:
+                key_of = reducer.key
+                keys = self._keys[reducer.scope] = [key_of(envelope) for envelope in self.envelopes]
+        rows = zip(keys, self.envelopes, self.offsets, self.indexes)
+        if reducer.wants_all:
+            return [_new_item(Item, (key, envelope, source, offset, index))
+                    for key, envelope, offset, index in rows if key is not None]
+        wants = reducer.wants
+        return [_new_item(Item, (key, envelope, source, offset, index))
+                for key, envelope, offset, index in rows if key is not None and wants(envelope)]
+
+
+def items_for(reducer: Reducer, envelopes: list[dict], partition: int, offset: int,
+              student: str | None = None) -> list[Item]:
+    """The items of one message a reducer wants (see `Batch`)."""
+    return Batch(partition, [(offset, student, envelopes)]).items(reducer)
 
 
 @dataclass
