@@ -56,11 +56,39 @@ async def test_changes_met_by_a_restoring_worker_are_sent_once_it_answers(monkey
 async def test_a_query_error_stops_that_update_and_the_next_change_runs_again(monkeypatch):
     monkeypatch.setattr(subscriptions, "UPDATE_INTERVAL_S", 0.01)
     sent, asked = [], []
-    subscription = _subscription([QueryError("no such student"), []], sent, asked)
+    row = {"key": {"student": "s2"}, "events": 1}
+    subscription = _subscription([QueryError("no such student"), [row]], sent, asked)
     subscription.mark({"s1"})
     await _settled(subscription)
     assert (asked, sent) == ([{"s1"}], [])
     subscription.mark({"s2"})
     await _settled(subscription)
     assert asked == [{"s1"}, {"s2"}]
-    assert sent == [{"subscription": "m", "type": "update", "rows": []}]
+    assert sent == [{"subscription": "m", "type": "update", "rows": [row]}]
+
+
+async def test_an_update_holds_only_rows_that_differ_from_what_the_subscriber_has(monkeypatch):
+    monkeypatch.setattr(subscriptions, "UPDATE_INTERVAL_S", 0.01)
+    sent, asked = [], []
+    s1, s2 = {"key": {"student": "s1"}, "events": 3}, {"key": {"student": "s2"}, "events": 1}
+    s2_later = {"key": {"student": "s2"}, "events": 2}
+    unkeyed = {"key": {"class_id": "c"}, "events": 9}  # no student to compare by: always sent
+    subscription = _subscription(
+        [[s1, s2], [dict(reversed(list(s1.items())))], [s1, s2_later, unkeyed], [s2_later, unkeyed], [s1, s2]],
+        sent, asked)
+    await subscription.send_full()
+    # A change the result already held (its changelog record came late): same row, nothing sent.
+    subscription.mark({"s1"})
+    await _settled(subscription)
+    assert sent == [{"subscription": "m", "type": "result", "result": [s1, s2]}]
+    subscription.mark({"s1", "s2"})
+    await _settled(subscription)
+    assert sent[1:] == [{"subscription": "m", "type": "update", "rows": [s2_later, unkeyed]}]
+    subscription.mark({"s2"})
+    await _settled(subscription)
+    assert sent[2:] == [{"subscription": "m", "type": "update", "rows": [unkeyed]}]
+    # A whole result is sent as it is, and what the subscriber has starts again from it.
+    subscription.mark(None)
+    await _settled(subscription)
+    assert sent[3:] == [{"subscription": "m", "type": "result", "result": [s1, s2]}]
+    assert asked == [None, {"s1"}, {"s1", "s2"}, {"s2"}, None]

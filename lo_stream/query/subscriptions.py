@@ -6,14 +6,16 @@ Responsibilities:
 2. for each batch of changes, find the subscriptions they touch: a change of a student-keyed
    table touches the subscriptions whose result holds that student; any other change (a class
    table) or a roster change touches every subscription using it;
-3. re-run a touched query for just the changed students and send those rows (``update``), or
-   re-run it whole and send the full result (``result``);
+3. re-run a touched query for just the changed students and send those of their rows that differ
+   from what the subscriber last got (``update``; nothing when none does), or re-run it whole and
+   send the full result (``result``);
 4. stop cleanly: an unsubscribed or disconnected subscription leaves no task behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from typing import Any, Awaitable, Callable
@@ -79,11 +81,32 @@ class Subscription:
         self._changed: set[str] = set()
         self._task: asyncio.Task | None = None
         self._last_run = 0.0  # time.monotonic() of the last update
+        self._sent_rows: dict[str, bytes] = {}  # student -> digest of the row the subscriber has
 
     async def send_full(self) -> None:
         result = await self.run(None)
         self.students = students_of(result)
+        self._sent_rows = {}
+        self._changed_rows(result if isinstance(result, list) else [])
         await self.send({"subscription": self.id, "type": "result", "result": result})
+
+    def _changed_rows(self, rows: list) -> list:
+        """The rows that differ from the one the subscriber has for their student, each noted as
+        sent. A change can reach the feed after a result already held it (the subscription began
+        between a table's write and its changelog record's arrival): its row is the same, and
+        is not sent again."""
+        changed = []
+        for row in rows:
+            key = row.get("key") if isinstance(row, dict) else None
+            student = key.get(STUDENT) if isinstance(key, dict) else None
+            if student is not None:
+                digest = hashlib.blake2b(orjson.dumps(row, default=str, option=orjson.OPT_SORT_KEYS),
+                                         digest_size=16).digest()
+                if self._sent_rows.get(student) == digest:
+                    continue
+                self._sent_rows[student] = digest
+            changed.append(row)
+        return changed
 
     def mark(self, students: set[str] | None) -> None:
         """Schedule an update: of these students' rows, or (None) of the whole result."""
@@ -109,8 +132,9 @@ class Subscription:
                 if whole:
                     await self.send_full()
                 else:
-                    rows = await self.run(changed)
-                    await self.send({"subscription": self.id, "type": "update", "rows": rows})
+                    rows = self._changed_rows(await self.run(changed))
+                    if rows:
+                        await self.send({"subscription": self.id, "type": "update", "rows": rows})
             except Unavailable as exc:  # tables being restored: these changes go in the next try
                 logger.info("live query %s waits for the tables: %s", self.id, exc)
                 self._whole, self._changed = self._whole or whole, self._changed | changed
