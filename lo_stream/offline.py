@@ -23,7 +23,7 @@ from lo_stream.blocking import run_blocking
 from lo_stream.envelopes import BadLine, Identity, parse_log_line, student_of
 from lo_stream.modules import load_modules
 from lo_stream.reducers import Reducer, registry
-from lo_stream.tables.entries import fold, items_for
+from lo_stream.tables.entries import Batch, fold
 
 if TYPE_CHECKING:
     import pandas
@@ -88,8 +88,9 @@ async def arun(
     entries: dict[str, dict[str, dict]] = {r.id: {} for r in result.reducers}
     for offset, envelope in enumerate(_envelopes(events, user, result)):
         result.events += 1
+        batch = Batch(PARTITION, [(offset, student_of(envelope), [envelope])])  # its student checked by _envelopes
         for reducer in result.reducers:
-            items = items_for(reducer, [envelope], PARTITION, offset)
+            items = batch.items(reducer)
             if not items:
                 continue
             table = entries[reducer.id]
