@@ -41,8 +41,9 @@ class Batch:
     under that key without looking at each. Reducers of the same scope share each envelope's key,
     computed once for the batch.
 
-    Envelopes are those `decode_envelopes` accepted: ``client`` an object, its ``event`` and
-    ``source`` strings or missing, the student a string. Taking their keys and types cannot raise."""
+    In the worker, envelopes are those `decode_envelopes` accepted (``client`` an object, its
+    ``event`` and ``source`` strings or missing, the student a string), so taking their keys and
+    types cannot raise."""
 
     def __init__(self, partition: int, messages: Iterable[tuple[int, str | None, list[dict]]]) -> None:
         self.source = str(partition)  # a str: JSON object keys in the stored table value are strings
