@@ -73,6 +73,11 @@ class Settings(BaseSettings):
         "restarted with the same id takes its partitions back at once. Empty: <host name>-<worker_port>.",
     )
     batch_max_records: int = Field(default=5000, ge=1, description="Messages the engine takes per fetch, at most.")
+    fold_max_events: int = Field(
+        default=5000, ge=1,
+        description="Events folded at once, at most: a fetch of packed messages is folded in parts this "
+        "large, whose objects stay in the CPU's caches.",
+    )
     commit_interval: float = Field(
         default=0.5, gt=0, le=60,
         description="Seconds between commits: stores written, offsets committed (exactly-once: transactions).",

@@ -4,10 +4,11 @@ Responsibilities (one worker, one consumer group):
 
 1. fetch large batches (``getmany``) of the events topic and of the repartition topics;
 2. per partition, decode each message once and give each envelope, in order, to every reducer
-   that wants it, under the key of its scope, folding the whole batch per key in memory
-   (`lo_stream.tables.entries.fold`, shared with offline mode and time travel);
+   that wants it, under the key of its scope, folding the batch per key in memory
+   (`lo_stream.tables.entries.fold`, shared with offline mode and time travel), in parts of at
+   most ``fold_max_events`` events;
 3. forward the events of reducers not keyed by student to their repartition topic, keyed by
-   their own key, one record per key per batch;
+   their own key, one record per key per part;
 4. write each changed entry once per batch: staged in its table (readable at once) and one
    changelog record per key, produced in batches to the changelog partition of the source
    partition;
@@ -235,14 +236,29 @@ class Engine:
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     async def _reduce_events(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
-        decoded: list[tuple[int, str, list[dict]]] = []
-        for record in records:
+        """Decode a partition's messages and reduce them in parts of about `fold_max_events` events:
+        a part's objects are made, folded and freed while they are still in the CPU's caches."""
+        limit = self.settings.fold_max_events
+        part: list[tuple[int, str, list[dict]]] = []
+        events = first = 0
+        for place, record in enumerate(records):
             try:
                 key = _text_key(record.key)
-                decoded.append((record.offset, key, decode_envelopes(record.value, key)))
+                envelopes = decode_envelopes(record.value, key)
             except MalformedEventError as exc:
                 await self._dead_letter(tp.partition, f"malformed event: {exc}", record.value, topic=tp.topic,
                                         partition=tp.partition, offset=record.offset, key=_printable_key(record.key))
+                continue
+            part.append((record.offset, key, envelopes))
+            events += len(envelopes)
+            if events >= limit:
+                await self._reduce_part(tp, part, records[first:place + 1])
+                part, events, first = [], 0, place + 1
+        if part:
+            await self._reduce_part(tp, part, records[first:])
+
+    async def _reduce_part(self, tp: TopicPartition, decoded: list[tuple[int, str, list[dict]]],
+                           records: list[ConsumerRecord]) -> None:
         raw = {record.offset: record.value for record in records}
         batch = Batch(tp.partition, decoded)
         for reducer in self.reducers:

@@ -12,6 +12,7 @@ whether they come from Kafka (`lo_stream.agents`) or from a list (`lo_stream.off
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Callable, Iterable, NamedTuple
 
 from lo_stream.reducers import PLAIN_STATES, UNCHANGED, Reducer
@@ -70,11 +71,10 @@ class Batch:
             if keys is None:
                 key_of = reducer.key
                 keys = self._keys[reducer.scope] = [key_of(envelope) for envelope in self.envelopes]
+        if reducer.wants_all and None not in keys:  # the common case, laid out without a Python loop
+            return list(map(_new_item, repeat(Item), zip(keys, self.envelopes, repeat(source), self.offsets, self.indexes)))
         rows = zip(keys, self.envelopes, self.offsets, self.indexes)
-        if reducer.wants_all:
-            return [_new_item(Item, (key, envelope, source, offset, index))
-                    for key, envelope, offset, index in rows if key is not None]
-        wants = reducer.wants
+        wants = (lambda _envelope: True) if reducer.wants_all else reducer.wants
         return [_new_item(Item, (key, envelope, source, offset, index))
                 for key, envelope, offset, index in rows if key is not None and wants(envelope)]
 
@@ -127,9 +127,13 @@ async def fold(reducer: Reducer, items: Iterable[Item], entry_of: Callable[[str]
         state: Any = entry["state"] if entry else reducer.initial_state()
         marks: dict[str, Any] = dict(entry["applied"]) if entry else {}
         last = None
+        source, done = None, None  # the mark of the partition of the items at hand, kept out of `marks`
         for item in same_key:
             _, envelope, partition, offset, index = item
-            done = marks.get(partition)
+            if partition != source:
+                if done is not None:
+                    marks[source] = done  # type: ignore[index]
+                source, done = partition, marks.get(partition)
             if done is not None and (offset < done[0] or (offset == done[0] and index <= done[1])):
                 redelivered += 1
                 continue  # applied before a restart, a rebalance or a rewind
@@ -146,9 +150,10 @@ async def fold(reducer: Reducer, items: Iterable[Item], entry_of: Callable[[str]
             if result is UNCHANGED:
                 continue
             state = result
-            marks[partition] = (offset, index)
+            done = (offset, index)
             last = item
         if last is not None:
+            marks[source] = done  # type: ignore[index]
             folded.changed[key] = {
                 "state": state,
                 "offset": last.offset,
