@@ -25,6 +25,7 @@ __all__ = [
     "BadLine",
     "Identity",
     "MalformedEventError",
+    "check_envelope",
     "client_problem",
     "decode_envelopes",
     "encode_id",
@@ -151,7 +152,7 @@ def decode_envelopes(value: bytes | None, key: str | None) -> list[dict]:
     envelopes = decoded if isinstance(decoded, list) else [decoded]
     if not envelopes:
         raise MalformedEventError("an empty list of envelopes")
-    for envelope in envelopes:  # the common case, checked cheaply; `_check` says what is wrong
+    for envelope in envelopes:  # the common case, checked cheaply; `check_envelope` says what is wrong
         try:
             client = envelope["client"]
             if type(client) is not dict or envelope["metadata"]["auth"]["safe_user_id"] != key or not key:
@@ -164,12 +165,19 @@ def decode_envelopes(value: bytes | None, key: str | None) -> list[dict]:
     else:
         return envelopes
     for position, envelope in enumerate(envelopes):
-        _check(envelope, key, f"envelope {position}" if isinstance(decoded, list) else "the envelope")
+        check_envelope(envelope, key, f"envelope {position}" if isinstance(decoded, list) else "the envelope")
     return envelopes
 
 
-def _check(envelope: Any, key: str | None, where: str) -> None:
-    """Raise MalformedEventError saying what makes `envelope` unusable for a message keyed `key`."""
+def check_envelope(envelope: Any, key: str | None = None, where: str = "the envelope") -> None:
+    """Raise MalformedEventError saying what makes `envelope` unusable by reducers (for a message
+    keyed `key`, when given): the worker's rules, which offline mode applies too.
+
+    >>> check_envelope({"client": "typing", "metadata": {"auth": {"safe_user_id": "ana"}}}, where="event 3")
+    Traceback (most recent call last):
+    ...
+    lo_stream.envelopes.MalformedEventError: event 3 has no 'client' object (the event as sent)
+    """
     if not isinstance(envelope, dict):
         raise MalformedEventError(f"{where} is a JSON {type(envelope).__name__}, not an object")
     if not isinstance(envelope.get("client"), dict):
@@ -180,7 +188,7 @@ def _check(envelope: Any, key: str | None, where: str) -> None:
     student = student_of(envelope)
     if not isinstance(student, str) or not student:
         raise MalformedEventError(f"{where} has no metadata.auth.safe_user_id")
-    if student != key:
+    if key is not None and student != key:
         raise MalformedEventError(
             f"{where} is for student {student!r} but the message is keyed {key!r}: "
             "key events by metadata.auth.safe_user_id"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from lo_stream.blocking import run_blocking
-from lo_stream.envelopes import BadLine, Identity, parse_log_line, student_of
+from lo_stream.envelopes import BadLine, Identity, MalformedEventError, check_envelope, parse_log_line, student_of
 from lo_stream.modules import load_modules
 from lo_stream.reducers import Reducer, registry
 from lo_stream.tables.entries import Batch, fold
@@ -122,10 +122,11 @@ def run(
 def _envelopes(events: Iterable[dict] | str | Path, user: str | None, result: OfflineResult) -> Iterator[dict]:
     if not isinstance(events, (str, Path)):
         for position, envelope in enumerate(events):
-            if not isinstance(envelope, dict) or not isinstance(student_of(envelope), str):
-                raise ValueError(
-                    f"event {position} is not an envelope with metadata.auth.safe_user_id: {envelope!r:.200}"
-                )
+            try:
+                check_envelope(envelope, where=f"event {position}")  # as the worker checks each
+            except MalformedEventError as exc:
+                raise ValueError(f"{exc}; an envelope is {{'client': {{...}}, 'metadata': {{'auth': "
+                                 f"{{'safe_user_id': ...}}}}}}: {envelope!r:.200}") from None
             yield envelope
         return
     identity = Identity.of(user, "offline") if user else None

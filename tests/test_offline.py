@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import orjson
 import pytest
@@ -97,8 +98,18 @@ def test_unknown_modules_reducers_and_inputs_are_named():
         offline.run([], "nope")
     with pytest.raises(KeyError, match="no reducer 'writing.nope'"):
         offline.run([], ["writing.nope"])
-    with pytest.raises(ValueError, match="event 1 is not an envelope"):
+    with pytest.raises(ValueError, match="event 1 has no 'client' object"):
         offline.run([envelope("ana", event="x"), {"event": "x"}], WRITING)
+    # The worker's rules, each named as the worker names it in its dead letters.
+    for bad, reason in [
+        ("not an envelope", "event 1 is a JSON str, not an object"),
+        ({"client": "typing", "metadata": {"auth": {"safe_user_id": "ana"}}}, "event 1 has no 'client' object"),
+        ({"client": {"event": ["keystroke"]}, "metadata": {"auth": {"safe_user_id": "ana"}}},
+         "event 1: client.event is a JSON array, not a string"),
+        ({"client": {"event": "keystroke"}, "metadata": {}}, "event 1 has no metadata.auth.safe_user_id"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(reason)):
+            offline.run([envelope("ana", event="x"), bad], WRITING)
     with pytest.raises(FileNotFoundError, match="no such log file"):
         offline.run("/nonexistent/class.jsonl", WRITING)
 
