@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from bench import browser_latency, change_feed_latency, gateway_throughput, soak
-from bench.harness import bench_settings, environment, kafka, produce_dataset, ratio, save_result
+from bench.harness import bench_settings, delete_topics, environment, kafka, produce_dataset, ratio, save_result
 from bench.throughput import COMPETITORS, run_competitor, throughput_ratios
 from tests.support import free_port
 
@@ -67,6 +67,7 @@ async def throughput(broker: str, work: Path, mode: dict, progress: Progress) ->
             task = progress.add_task(f"{competitor} {modules} {guarantee} {dataset.label} S={STUDENTS:,}", total=None)
             runs.append(await run_competitor(competitor, dataset, broker, work, guarantee=guarantee, modules=modules))
             progress.remove_task(task)
+        await delete_topics(broker, dataset.topic)
     return {"runs": runs, "ratios": throughput_ratios(runs)}
 
 
@@ -86,6 +87,8 @@ async def scale(broker: str, work: Path, mode: dict, progress: Progress, done: l
             task = progress.add_task(f"{competitor} single S={students:,}", total=None)
             runs.append(await run_competitor(competitor, dataset, broker, work))
             progress.remove_task(task)
+        if dataset is not None:
+            await delete_topics(broker, dataset.topic)
     return {"runs": runs, "slowest_over_fastest": flatness(runs)}
 
 
@@ -112,7 +115,7 @@ def main() -> None:
     mode = MODES[label]
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     work = Path(tempfile.mkdtemp(prefix="lo-bench-"))
-    console.print(f"[bold]lo_stream benchmarks ({label})[/bold]; logs and state in {work}")
+    console.print(f"[bold]lo_stream benchmarks ({label})[/bold]; logs in {work}")
     with kafka(work) as broker, Progress(console=console, transient=True) as progress:
         about = {**environment(broker), "mode": label}
         done: list[dict] = []

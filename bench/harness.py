@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import platform
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -91,6 +92,7 @@ def kafka(work: Path) -> Iterator[str]:
         yield status.bootstrap
     finally:
         broker.stop()
+        shutil.rmtree(broker.data_dir / "logs", ignore_errors=True)  # the topics' data (GBs); the broker's log stays
 
 
 def bench_settings(broker: str, work: Path, name: str, **overrides: object) -> Settings:
@@ -236,6 +238,20 @@ async def produce_dataset(broker: str, students: int, events: int, per_message: 
     finally:
         await producer.stop()
     return dataset
+
+
+async def delete_topics(broker: str, fragment: str) -> None:
+    """Delete every topic whose name holds `fragment` (a dataset's name, or a competitor run's unique
+    prefix, which its consumer group and the internal topics of every engine carry): a bench run
+    leaves nothing behind on a broker of the user's (LO_STREAM_BROKER)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+    await admin.start()
+    try:
+        names = [name for name in await admin.list_topics() if fragment in name]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
 
 
 async def create_topic(broker: str, topic: str, partitions: int) -> None:

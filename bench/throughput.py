@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +30,7 @@ from bench.harness import (
     Dataset,
     bench_settings,
     copy_topic,
+    delete_topics,
     drain,
     environment,
     kafka,
@@ -96,7 +98,11 @@ async def run_competitor(
         topic = dataset.topic
     else:
         raise ValueError(f"unknown competitor {competitor!r}: choose from {', '.join(COMPETITORS)}")
-    drained = await drain(process, settings.app_id, topic, dataset)
+    try:
+        drained = await drain(process, settings.app_id, topic, dataset)
+    finally:  # its state and its topics (figures are taken; its log stays in `work`)
+        shutil.rmtree(settings.data_dir, ignore_errors=True)
+        await delete_topics(broker, settings.topic_prefix)
     return {**about, **drained.as_dict()}
 
 
@@ -145,6 +151,7 @@ async def compare(broker: str, work: Path, args: argparse.Namespace) -> list[dic
         result = await run_competitor(competitor, dataset, broker, work, guarantee=args.guarantee, modules=args.modules)
         print(orjson.dumps(result).decode(), flush=True)
         results.append(result)
+    await delete_topics(broker, dataset.topic)
     for row in throughput_ratios(results):
         print(orjson.dumps({"ratios": row}).decode(), flush=True)
     return results
