@@ -38,9 +38,9 @@ class Batch:
 
     `messages`: (offset, student, envelopes) each, in order. `student` is the message's key where
     every envelope was checked to be that student's (`lo_stream.envelopes.decode_envelopes`), else
-    None: a reducer kept per student and wanting every event then takes a message's envelopes
-    under that key without looking at each. Reducers of the same scope share each envelope's key,
-    computed once for the batch.
+    None: a reducer kept per student then takes a message's envelopes under that key without
+    looking at each. Reducers of the same scope share each envelope's key, computed once for the
+    batch.
 
     In the worker, envelopes are those `decode_envelopes` accepted (``client`` an object, its
     ``event`` and ``source`` strings or missing, the student a string), so taking their keys and
@@ -64,14 +64,14 @@ class Batch:
     def items(self, reducer: Reducer) -> list[Item]:
         """The items the reducer wants, each under the key of its scope, in the batch's order."""
         source = self.source
-        if reducer.per_student and reducer.wants_all and self._students_known:
+        if reducer.per_student and self._students_known:
             keys: list[str | None] = self.students
         else:
             keys = self._keys.get(reducer.scope)  # type: ignore[assignment]
             if keys is None:
                 key_of = reducer.key
                 keys = self._keys[reducer.scope] = [key_of(envelope) for envelope in self.envelopes]
-        if reducer.wants_all and None not in keys:  # the common case, laid out without a Python loop
+        if reducer.wants_all and (keys is self.students or None not in keys):  # no Python loop
             return list(map(_new_item, repeat(Item), zip(keys, self.envelopes, repeat(source), self.offsets, self.indexes)))
         rows = zip(keys, self.envelopes, self.offsets, self.indexes)
         wants = (lambda _envelope: True) if reducer.wants_all else reducer.wants
