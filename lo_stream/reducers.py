@@ -78,16 +78,17 @@ def scope_key(values: Sequence[str]) -> str:
     return values[0] if len(values) == 1 else orjson.dumps(list(values)).decode()
 
 
-def _scope_value(envelope: dict, field_name: str) -> str | None:
-    if field_name == STUDENT:
+def _scope_value(envelope: dict, path: tuple[str, ...] | None) -> str | None:
+    """A scope field's value as text: the student's (`path` None) or the one at `path` in ``client``."""
+    if path is None:
         value = student_of(envelope)
     else:
         value = envelope.get("client")
-        for part in field_name.split("."):
+        for part in path:
             value = value.get(part) if isinstance(value, dict) else None
     if value is None or isinstance(value, (dict, list)):
         return None
-    return str(value)
+    return value if type(value) is str else str(value)
 
 
 def _same_json(decoded: Any, value: Any) -> bool:
@@ -142,23 +143,33 @@ class Reducer:
         if self.wants_all:
             return True
         client = envelope.get("client", {})
-        if self.sources and client.get("source") not in self.sources:
-            return False
-        return not self.event_types or client.get("event") in self.event_types
+        return self.wants_kind(client.get("source"), client.get("event"))
+
+    def wants_kind(self, source: str | None, event: str | None) -> bool:
+        """Whether it wants events of this source and type (None: the field is missing)."""
+        return (not self.sources or source in self.sources) and (not self.event_types or event in self.event_types)
 
     @cached_property
     def per_student(self) -> bool:
         """Its scope is the student alone (the key of the events topic's messages)."""
         return self.scope == (STUDENT,)
 
+    @cached_property
+    def _paths(self) -> tuple[tuple[str, ...] | None, ...]:
+        """Where each scope field is: None for the student, else its path in ``client``."""
+        return tuple(None if name == STUDENT else tuple(name.split(".")) for name in self.scope)
+
     def key(self, envelope: dict) -> str | None:
         if self.per_student:
             student = student_of(envelope)
-            return student if type(student) is str else _scope_value(envelope, STUDENT)
-        values = [_scope_value(envelope, name) for name in self.scope]
-        if any(value is None for value in values):
-            return None
-        return scope_key(values)  # type: ignore[arg-type]
+            return student if type(student) is str else _scope_value(envelope, None)
+        values = []
+        for path in self._paths:
+            value = _scope_value(envelope, path)
+            if value is None:  # the event lacks a field of the scope
+                return None
+            values.append(value)
+        return scope_key(values)
 
     def initial_state(self) -> Any:
         """A fresh copy of `null_state` (decoded from its JSON when that gives it back exactly:

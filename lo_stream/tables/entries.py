@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import repeat
+from operator import itemgetter
 from typing import Any, Callable, Iterable, NamedTuple
 
 from lo_stream.reducers import PLAIN_STATES, UNCHANGED, Reducer
@@ -31,6 +32,7 @@ class Item(NamedTuple):
 
 
 _new_item = tuple.__new__  # Item's own constructor, without the Python-level __new__ of a NamedTuple
+_client = itemgetter("client")
 
 
 class Batch:
@@ -60,6 +62,7 @@ class Batch:
             self.students.extend([student] * count)
         self._students_known = None not in self.students
         self._keys: dict[tuple[str, ...], list[str | None]] = {}
+        self._kinds_of: list[tuple[str | None, str | None]] | None = None
 
     def items(self, reducer: Reducer) -> list[Item]:
         """The items the reducer wants, each under the key of its scope, in the batch's order."""
@@ -71,12 +74,24 @@ class Batch:
             if keys is None:
                 key_of = reducer.key
                 keys = self._keys[reducer.scope] = [key_of(envelope) for envelope in self.envelopes]
-        if reducer.wants_all and (keys is self.students or None not in keys):  # no Python loop
-            return list(map(_new_item, repeat(Item), zip(keys, self.envelopes, repeat(source), self.offsets, self.indexes)))
-        rows = zip(keys, self.envelopes, self.offsets, self.indexes)
-        wants = (lambda _envelope: True) if reducer.wants_all else reducer.wants
+        if reducer.wants_all:
+            if keys is self.students or None not in keys:  # the common case, laid out without a Python loop
+                return list(map(_new_item, repeat(Item), zip(keys, self.envelopes, repeat(source), self.offsets,
+                                                             self.indexes)))
+            return [_new_item(Item, (key, envelope, source, offset, index))
+                    for key, envelope, offset, index in zip(keys, self.envelopes, self.offsets, self.indexes)
+                    if key is not None]
+        kinds = self._kinds()
+        wanted = {kind: reducer.wants_kind(*kind) for kind in set(kinds)}  # a batch holds few kinds
         return [_new_item(Item, (key, envelope, source, offset, index))
-                for key, envelope, offset, index in rows if key is not None and wants(envelope)]
+                for key, envelope, offset, index, kind in zip(keys, self.envelopes, self.offsets, self.indexes, kinds)
+                if key is not None and wanted[kind]]
+
+    def _kinds(self) -> list[tuple[str | None, str | None]]:
+        """Each envelope's (source, event type), as reducers pick events by them."""
+        if self._kinds_of is None:
+            self._kinds_of = [(client.get("source"), client.get("event")) for client in map(_client, self.envelopes)]
+        return self._kinds_of
 
 
 def items_for(reducer: Reducer, envelopes: list[dict], partition: int, offset: int,
