@@ -5,8 +5,8 @@ Responsibilities (one worker, one consumer group):
 1. fetch large batches (``getmany``) of the events topic and of the repartition topics;
 2. per partition, decode each message once and give each envelope, in order, to every reducer
    that wants it, under the key of its scope, folding the batch per key in memory
-   (`lo_stream.tables.entries.fold`, shared with offline mode and time travel), in parts of at
-   most ``fold_max_events`` events;
+   (`lo_stream.tables.entries.fold`, shared with offline mode and time travel), in parts of
+   about ``fold_max_events`` events;
 3. forward the events of reducers not keyed by student to their repartition topic, keyed by
    their own key, one record per key per part;
 4. write each changed entry once per batch: staged in its table (readable at once) and one
