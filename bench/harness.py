@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import os
 import platform
-import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -92,7 +91,7 @@ def kafka(work: Path) -> Iterator[str]:
         yield status.bootstrap
     finally:
         broker.stop()
-        shutil.rmtree(broker.data_dir / "logs", ignore_errors=True)  # the topics' data (GBs); the broker's log stays
+        broker.delete_data()  # the topics' data: GBs after a full run
 
 
 def bench_settings(broker: str, work: Path, name: str, **overrides: object) -> Settings:

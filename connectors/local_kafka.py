@@ -130,6 +130,13 @@ class LocalKafka:
         self._state_file.unlink(missing_ok=True)
         return current.running
 
+    def delete_data(self) -> None:
+        """Delete every topic's data of a stopped broker (its log and settings stay); the next
+        `start` formats empty storage."""
+        if self.status().running:
+            raise RuntimeError(f"stop the broker of {self.data_dir} before deleting its data")
+        shutil.rmtree(self._log_dirs, ignore_errors=True)
+
     def fetch_jars(self) -> Path:
         """Return the directory of the broker's jars, fetching them with Maven the first time."""
         complete = self.libs_dir / ".complete"

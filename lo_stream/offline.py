@@ -125,8 +125,8 @@ def _envelopes(events: Iterable[dict] | str | Path, user: str | None, result: Of
             try:
                 check_envelope(envelope, where=f"event {position}")  # as the worker checks each
             except MalformedEventError as exc:
-                raise ValueError(f"{exc}; an envelope is {{'client': {{...}}, 'metadata': {{'auth': "
-                                 f"{{'safe_user_id': ...}}}}}}: {envelope!r:.200}") from None
+                raise ValueError(f"{exc} (envelopes as the gateway stores them: lo_stream.envelopes): "
+                                 f"{envelope!r:.200}") from None
             yield envelope
         return
     identity = Identity.of(user, "offline") if user else None

@@ -106,6 +106,31 @@ def test_start_when_already_running_reports_it(tmp_path):
     assert "was not running" in lo_stream_command("kafka", "stop", "--port", str(port), env=env).stdout
 
 
+def test_a_stopped_brokers_data_is_deleted_and_the_next_start_is_empty(tmp_path):
+    broker = LocalKafka(load_settings(kafka_port=free_port_pair(), data_dir=tmp_path / "data", cache_dir=SHARED_CACHE))
+    try:
+        bootstrap = broker.start().bootstrap
+        assert asyncio.run(round_trip(bootstrap)) == b'{"event": "ping"}'
+        with pytest.raises(RuntimeError, match="stop the broker of .* before deleting its data"):
+            broker.delete_data()
+        broker.stop()
+        broker.delete_data()
+        assert broker.log_file.exists()  # the broker's own log stays
+        broker.start()
+        assert "roundtrip.events" not in asyncio.run(topics(bootstrap))
+    finally:
+        broker.stop()
+
+
+async def topics(bootstrap: str) -> set[str]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        return await consumer.topics()
+    finally:
+        await consumer.stop()
+
+
 def test_no_java_says_what_to_install(tmp_path):
     env = broker_env(tmp_path, PATH=path_with(tmp_path))
     env.pop("JAVA_HOME", None)
