@@ -90,11 +90,11 @@ async def arun(
         result.events += 1
         batch = Batch(PARTITION, [(offset, student_of(envelope), [envelope])])  # its student checked by _envelopes
         for reducer in result.reducers:
-            items = batch.items(reducer)
-            if not items:
+            runs = batch.runs(reducer)
+            if not runs:
                 continue
             table = entries[reducer.id]
-            folded = await fold(reducer, items, table.get)
+            folded = await fold(reducer, runs, table.get)
             table.update(folded.changed)
             result.errors.extend(
                 {"reducer": reducer.id, "key": f.item.key, "event": f.item.envelope, "error": f.error}

@@ -36,7 +36,7 @@ from lo_stream.envelopes import MalformedEventError, decode_envelopes
 from lo_stream.reducers import STUDENT, Reducer, ReducerRegistry
 from lo_stream.settings import Settings
 from lo_stream.tables import changelog_spec, changelog_topic
-from lo_stream.tables.entries import fold, items_for
+from lo_stream.tables.entries import fold, items_for, runs_for
 from lo_stream.topics import ensure_topics, partition_of
 
 __all__ = [
@@ -425,7 +425,7 @@ async def state_at(settings: Settings, reducer: Reducer, student: str, at: datet
         raise ReplayRefused(f"{reducer.id} is kept per {'+'.join(reducer.scope)}, not per student: time travel needs a student scope")
     entries: dict[str, dict] = {}
     async for record, envelopes in student_records(settings, student, at):
-        folded = await fold(reducer, items_for(reducer, envelopes, record.partition, record.offset), entries.get)
+        folded = await fold(reducer, runs_for(reducer, envelopes, record.partition, record.offset), entries.get)
         entries.update(folded.changed)
     return {key: entry["state"] for key, entry in entries.items()}
 

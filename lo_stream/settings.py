@@ -74,10 +74,10 @@ class Settings(BaseSettings):
     )
     batch_max_records: int = Field(default=5000, ge=1, description="Messages the engine takes per fetch, at most.")
     fold_max_events: int = Field(
-        default=5000, ge=1,
-        description="Events folded at once: a fetch is folded in parts, each ending with the message that "
-        "brings it to this many events, so that a part's objects stay in the CPU's caches (a fetch of "
-        "packed messages takes several parts).",
+        default=1000, ge=1,
+        description="Events folded at once: a fetch is decoded and folded in parts, each ending with the message "
+        "that brings it to this many events, so that a part's objects are folded and freed while they are in the "
+        "CPU's caches (a key's entry is read and written once per part).",
     )
     commit_interval: float = Field(
         default=0.5, gt=0, le=60,

@@ -153,12 +153,16 @@ async def scrape_metrics(port: int) -> dict[str, float]:
 async def test_poison_messages_are_dead_lettered_and_their_neighbours_counted(settings, sample_module, tmp_path):
     """Messages that once crashed or stalled the worker: a key that is not UTF-8, an event name that
     is an object or a list, a tombstone, and an event nested 300 deep (it decodes, but no JSON
-    encoder writes it back: the reducer that raises on it and the class-scoped forward must still
-    dead-letter it, with the bytes as sent)."""
+    encoder writes it back: the reducer that raises on it, the reducer whose state it makes
+    unstorable and the class-scoped forward must still dead-letter it, with the bytes as sent).
+    Fetches are folded in parts of a few events, so the unstorable state spans parts."""
+    settings = settings.model_copy(update={"fold_max_events": 3})
     await ensure_topics(settings)
     deep = b'{"d":' * 300 + b"1" + b"}" * 300  # orjson reads 1,024 levels, writes 255
     good = [(f"s{i % 10:03d}", envelope(f"s{i % 10:03d}", event="keystroke", timestamp=i, class_id="c1"))
             for i in range(300)]
+    # A word count of s004 parts before the deep one: the state after that one cannot be stored.
+    good[104] = ("s004", envelope("s004", event="word_count", words=1, class_id="c1", deep="before"))
     poison = [
         (b"\xff\xfe", orjson.dumps(envelope("s000", event="keystroke", timestamp=1))),
         (b"s001", orjson.dumps(envelope("s001", event={"name": "keystroke"}, timestamp=1))),
@@ -185,16 +189,24 @@ async def test_poison_messages_are_dead_lettered_and_their_neighbours_counted(se
                              worker, project=state_only)
         await wait_for_table(settings, "lo_sample.class_activity-v1", {"c1": 300}, worker,
                              project=lambda v: v["state"]["events"])
+        # The deep event is not applied where the state after it cannot be stored: the state before it stays.
+        await wait_for_table(settings, "lo_sample.kept_detail-v1", {"s004": {"events": 1, "deep": "before"}}, worker,
+                             project=state_only)
+        await wait_for_table(settings, "lo_sample.fragile_word_total-v1", {"s004": {"words": 1}}, worker,
+                             project=state_only)
     finally:
         assert worker.stop() == 0, worker.log_tail()
     dead = [value for _, value in await read_topic(settings, settings.topics.dead_letters, latest_per_key=False)]
     reasons = sorted(d["reason"] for d in dead)
-    assert len(dead) == 6, reasons
+    assert len(dead) == 7, reasons
     assert "malformed event: its key is not UTF-8 text: key events by metadata.auth.safe_user_id" in reasons
     assert "malformed event: the envelope: client.event is a JSON object, not a string" in reasons
     assert "malformed event: envelope 1: client.event is a JSON array, not a string" in reasons
     assert "malformed event: a message without a value (a tombstone) on the events topic" in reasons
     raised = next(d for d in dead if d["reason"] == "reducer raised")
     assert raised["reducer"] == "lo_sample.fragile_word_total" and '"words":"many"' in raised["raw"]
+    unstorable = next(d for d in dead if d["reason"] == "reducer state cannot be stored")
+    assert unstorable["reducer"] == "lo_sample.kept_detail" and unstorable["raw"] == raised["raw"]
+    assert unstorable["key"] == "s004" and "Recursion limit reached" in unstorable["error"]
     forwarded = next(d for d in dead if d["reason"] == "event cannot be forwarded")
     assert forwarded["reducer"] == "lo_sample.class_activity" and forwarded["raw"] == raised["raw"]

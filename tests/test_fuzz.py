@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from lo_stream.connectors.gateway import MAX_DEPTH, RejectedEvent, decode_event, lock_fields, nesting
 from lo_stream.envelopes import Identity, MalformedEventError, decode_envelopes, encode_message, make_envelope
 from lo_stream.reducers import ReducerRegistry, student_event_reducer
-from lo_stream.tables.entries import fold, items_for
+from lo_stream.tables.entries import fold, runs_for
 
 LIMIT = 4096
 IDENTITY = Identity.of("ana lima", "token")
@@ -117,8 +117,8 @@ def test_the_worker_decodes_a_message_or_names_what_is_wrong_and_folds_what_it_d
         return
     assert envelopes and all(e["metadata"]["auth"]["safe_user_id"] == key for e in envelopes)
     reducer = own.get(f"{__name__}.kinds")
-    items = items_for(reducer, envelopes, 0, 7, student=key)
-    folded = asyncio.run(fold(reducer, items, lambda _key: None))
+    runs = runs_for(reducer, envelopes, 0, 7, student=key)
+    folded = asyncio.run(fold(reducer, runs, lambda _key: None))
     assert folded.applied + len(folded.failures) == len(envelopes)
     if folded.applied:
         assert folded.changed[key]["state"]["events"] == folded.applied

@@ -4,7 +4,8 @@ Responsibilities (one worker, one consumer group):
 
 1. fetch large batches (``getmany``) of the events topic and of the repartition topics;
 2. per partition, decode each message once and give each envelope, in order, to every reducer
-   that wants it, under the key of its scope, folding the batch per key in memory
+   that wants it, under the key of its scope (a reducer kept per student takes each message as
+   one run), folding the batch per key in memory
    (`lo_stream.tables.entries.fold`, shared with offline mode and time travel), in parts of
    about ``fold_max_events`` events;
 3. forward the events of reducers not keyed by student to their repartition topic, keyed by
@@ -51,7 +52,7 @@ from lo_stream.envelopes import MalformedEventError, decode_envelopes
 from lo_stream.reducers import Reducer
 from lo_stream.settings import Settings
 from lo_stream.tables import changelog_key, repartition_topic
-from lo_stream.tables.entries import Batch, Item, fold
+from lo_stream.tables.entries import Batch, Item, Run, fold, runs_of
 from lo_stream.tables.restore import restore
 from lo_stream.tables.store import Table
 from lo_stream.topics import TopicSpec, ensure_topics, partition_of
@@ -262,13 +263,14 @@ class Engine:
         raw = {record.offset: record.value for record in records}
         batch = Batch(tp.partition, decoded)
         for reducer in self.reducers:
-            items = batch.items(reducer)
-            if not items:
-                continue
             if reducer.needs_repartition:
-                await self._forward(reducer, tp, items, raw)
+                items = batch.items(reducer)
+                if items:
+                    await self._forward(reducer, tp, items, raw)
             else:
-                await self._apply(reducer, tp, items, raw)
+                runs = batch.runs(reducer)
+                if runs:
+                    await self._apply(reducer, tp, runs, raw)
 
     async def _reduce_regrouped(self, reducer: Reducer, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         items: list[Item] = []
@@ -277,7 +279,7 @@ class Engine:
             for item in orjson.loads(record.value):
                 items.append(Item(**item))
                 raw[item["offset"]] = record.value
-        await self._apply(reducer, tp, items, raw)
+        await self._apply(reducer, tp, runs_of(items), raw)
 
     async def _forward(self, reducer: Reducer, tp: TopicPartition, items: list[Item], raw: dict[int, bytes]) -> None:
         """Send a reducer's items to its repartition topic, one record per key, by the key's partition."""
@@ -305,11 +307,11 @@ class Engine:
                                         partition=tp.partition, offset=item.offset, reducer=reducer.id, error=str(exc))
         return b"[" + b",".join(encoded) + b"]"
 
-    async def _apply(self, reducer: Reducer, tp: TopicPartition, items: list[Item], raw: dict[int, bytes]) -> None:
-        """Fold a batch's items into a reducer's table partition and stage the changed entries."""
+    async def _apply(self, reducer: Reducer, tp: TopicPartition, runs: list[Run], raw: dict[int, bytes]) -> None:
+        """Fold a batch's runs into a reducer's table partition and stage the changed entries."""
         table = self.tables[reducer.id]
         partition = tp.partition
-        folded = await fold(reducer, items, partial(table.entry, partition))
+        folded = await fold(reducer, runs, partial(table.entry, partition))
         self._applied[reducer.id].inc(folded.applied)
         self._redelivered[reducer.id].inc(folded.redelivered)
         for failure in folded.failures:
@@ -324,7 +326,8 @@ class Engine:
             try:
                 value = orjson.dumps(entry)
             except (TypeError, orjson.JSONEncodeError):
-                value = await self._apply_one_by_one(reducer, tp, [i for i in items if i.key == key], raw)
+                items = [item for run in runs if run.key == key for item in run.items()]
+                value = await self._apply_one_by_one(reducer, tp, items, raw)
                 if value is None:
                     continue
             table.stage(partition, key, value)
@@ -338,7 +341,7 @@ class Engine:
         stored = None
         current = table.entry(tp.partition, items[0].key)
         for item in items:
-            folded = await fold(reducer, [item], lambda _key: None if current is None else orjson.loads(orjson.dumps(current)))
+            folded = await fold(reducer, runs_of([item]), lambda _key: None if current is None else orjson.loads(orjson.dumps(current)))
             entry = folded.changed.get(item.key)
             if entry is None:  # raised (dead-lettered already) or re-delivered
                 continue

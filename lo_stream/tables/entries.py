@@ -4,13 +4,15 @@ An entry is what a reducer's table holds for one key (see `lo_stream.tables`)::
 
     {"state": ..., "partition": p, "offset": o, "applied": {"<p>": [offset, index in batch]}}
 
-`fold` applies a message's items to the entries of their keys, skipping events at or before a
-key's ``applied`` mark (re-deliveries), so that the same events always give the same tables,
-whether they come from Kafka (`lo_stream.agents`) or from a list (`lo_stream.offline`).
+`fold` applies messages' envelopes, laid out for a reducer as runs of one key (`Batch`), to the
+entries of their keys, skipping events at or before a key's ``applied`` mark (re-deliveries), so
+that the same events always give the same tables, whether they come from Kafka
+(`lo_stream.agents`) or from a list (`lo_stream.offline`).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
@@ -18,7 +20,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 
 from lo_stream.reducers import PLAIN_STATES, UNCHANGED, Reducer
 
-__all__ = ["Batch", "Failure", "Folded", "Item", "fold", "items_for"]
+__all__ = ["Batch", "Failure", "Folded", "Item", "Run", "fold", "items_for", "runs_for", "runs_of"]
 
 
 class Item(NamedTuple):
@@ -31,18 +33,41 @@ class Item(NamedTuple):
     index: int  # position in a batch message
 
 
-_new_item = tuple.__new__  # Item's own constructor, without the Python-level __new__ of a NamedTuple
-_client = itemgetter("client")
+class Run(NamedTuple):
+    """Envelopes of one message for one reducer key, in order: what `fold` takes.
+
+    A reducer kept per student takes a whole message as one run; a run lists the positions of its
+    envelopes in the message when it does not hold the whole message."""
+
+    key: str
+    envelopes: list[dict]
+    partition: str  # as in Item
+    offset: int
+    indexes: tuple[int, ...] | None  # each envelope's position in the message; None: 0, 1, 2, ...
+
+    def items(self) -> list[Item]:
+        indexes = range(len(self.envelopes)) if self.indexes is None else self.indexes
+        return [Item(self.key, envelope, self.partition, self.offset, index)
+                for envelope, index in zip(self.envelopes, indexes)]
+
+
+_new = tuple.__new__  # a NamedTuple's own constructor, without its Python-level __new__
+
+
+def runs_of(items: Iterable[Item]) -> list[Run]:
+    """Each item as a run of its own."""
+    return [_new(Run, (key, [envelope], partition, offset, (index,))) for key, envelope, partition, offset, index in items]
 
 
 class Batch:
-    """The envelopes of consecutive messages of one partition, laid out once for every reducer.
+    """Consecutive messages of one partition, laid out once for every reducer.
 
     `messages`: (offset, student, envelopes) each, in order. `student` is the message's key where
     every envelope was checked to be that student's (`lo_stream.envelopes.decode_envelopes`), else
-    None: a reducer kept per student then takes a message's envelopes under that key without
-    looking at each. Reducers of the same scope share each envelope's key, computed once for the
-    batch.
+    None. A reducer kept per student then takes each message as one run under that key (less the
+    envelopes it does not want) without looking at each envelope's student. Other scopes key each
+    envelope, once per scope for the batch, and take a stretch of a message's envelopes of one key
+    (less those they do not want) as a run.
 
     In the worker, envelopes are those `decode_envelopes` accepted (``client`` an object, its
     ``event`` and ``source`` strings or missing, the student a string), so taking their keys and
@@ -50,53 +75,100 @@ class Batch:
 
     def __init__(self, partition: int, messages: Iterable[tuple[int, str | None, list[dict]]]) -> None:
         self.source = str(partition)  # a str: JSON object keys in the stored table value are strings
-        self.envelopes: list[dict] = []
-        self.offsets: list[int] = []
-        self.indexes: list[int] = []
-        self.students: list[str | None] = []
-        for offset, student, envelopes in messages:
-            count = len(envelopes)
-            self.envelopes.extend(envelopes)
-            self.offsets.extend([offset] * count)
-            self.indexes.extend(range(count))
-            self.students.extend([student] * count)
-        self._students_known = None not in self.students
+        self.messages = messages if isinstance(messages, list) else list(messages)
+        self._students_known = all(student is not None for _, student, _ in self.messages)
+        self._single = all(len(envelopes) == 1 for _, _, envelopes in self.messages)
+        self._envelopes: list[dict] | None = None
         self._keys: dict[tuple[str, ...], list[str | None]] = {}
         self._kinds_of: list[tuple[str | None, str | None]] | None = None
+        self._kind_set: set[tuple[str | None, str | None]] | None = None
+
+    def runs(self, reducer: Reducer) -> list[Run]:
+        """The runs the reducer wants, each under the key of its scope, in the batch's order."""
+        source = self.source
+        wanted = None if reducer.wants_all else self._wanted(reducer)
+        if reducer.per_student and self._students_known:
+            if wanted is None:  # the common case: a run per message
+                return [_new(Run, (student, envelopes, source, offset, None)) for offset, student, envelopes in self.messages]
+            if self._single:
+                return [_new(Run, (student, envelopes, source, offset, None))
+                        for (offset, student, envelopes), kind in zip(self.messages, self._kinds()) if wanted[kind]]
+            return self._grouped([student for _, student, envelopes in self.messages for _ in envelopes], wanted)
+        keys = self._keys_of(reducer)
+        if self._single:
+            return [_new(Run, (key, envelopes, source, offset, None))
+                    for (offset, _, envelopes), key, kind in zip(self.messages, keys, keys if wanted is None else self._kinds())
+                    if key is not None and (wanted is None or wanted[kind])]
+        return self._grouped(keys, wanted)
 
     def items(self, reducer: Reducer) -> list[Item]:
-        """The items the reducer wants, each under the key of its scope, in the batch's order."""
-        source = self.source
-        if reducer.per_student and self._students_known:
-            keys: list[str | None] = self.students
-        else:
-            keys = self._keys.get(reducer.scope)  # type: ignore[assignment]
-            if keys is None:
-                key_of = reducer.key
-                keys = self._keys[reducer.scope] = [key_of(envelope) for envelope in self.envelopes]
-        if reducer.wants_all:
-            if keys is self.students or None not in keys:  # the common case, laid out without a Python loop
-                return list(map(_new_item, repeat(Item), zip(keys, self.envelopes, repeat(source), self.offsets,
-                                                             self.indexes)))
-            return [_new_item(Item, (key, envelope, source, offset, index))
-                    for key, envelope, offset, index in zip(keys, self.envelopes, self.offsets, self.indexes)
-                    if key is not None]
-        kinds = self._kinds()
-        wanted = {kind: reducer.wants_kind(*kind) for kind in set(kinds)}  # a batch holds few kinds
-        return [_new_item(Item, (key, envelope, source, offset, index))
-                for key, envelope, offset, index, kind in zip(keys, self.envelopes, self.offsets, self.indexes, kinds)
-                if key is not None and wanted[kind]]
+        """The envelopes the reducer wants, one item each (see `runs`)."""
+        return [item for run in self.runs(reducer) for item in run.items()]
+
+    def _grouped(self, keys: list[str | None], wanted: dict | None) -> list[Run]:
+        """A run per stretch of a message's envelopes with the same key (`keys`: each envelope's),
+        of those the reducer wants (`wanted` by kind; None: all)."""
+        source, kinds = self.source, self._kinds() if wanted is not None else None
+        runs: list[Run] = []
+        first = 0  # the place in `keys` of the message's first envelope
+        for offset, _, envelopes in self.messages:
+            count = len(envelopes)
+            picked: list[tuple[str, list[int]]] = []
+            for index in range(count):
+                key = keys[first + index]
+                if key is None or (kinds is not None and not wanted[kinds[first + index]]):  # type: ignore[index]
+                    continue
+                if picked and picked[-1][0] == key:
+                    picked[-1][1].append(index)
+                else:
+                    picked.append((key, [index]))
+            for key, indexes in picked:
+                if len(indexes) == count:  # the whole message
+                    runs.append(_new(Run, (key, envelopes, source, offset, None)))
+                else:
+                    runs.append(_new(Run, (key, [envelopes[i] for i in indexes], source, offset, tuple(indexes))))
+            first += count
+        return runs
+
+    def _flat(self) -> list[dict]:
+        """Every envelope of the batch, in order."""
+        if self._envelopes is None:
+            self._envelopes = [envelope for _, _, envelopes in self.messages for envelope in envelopes]
+        return self._envelopes
+
+    def _keys_of(self, reducer: Reducer) -> list[str | None]:
+        """Each envelope's key in the reducer's scope, computed once per scope."""
+        keys = self._keys.get(reducer.scope)
+        if keys is None:
+            keys = self._keys[reducer.scope] = list(map(reducer.key, self._flat()))
+        return keys
 
     def _kinds(self) -> list[tuple[str | None, str | None]]:
         """Each envelope's (source, event type), as reducers pick events by them."""
         if self._kinds_of is None:
-            self._kinds_of = [(client.get("source"), client.get("event")) for client in map(_client, self.envelopes)]
+            self._kinds_of = [(client.get("source"), client.get("event")) for client in map(_client, self._flat())]
         return self._kinds_of
+
+    def _wanted(self, reducer: Reducer) -> dict[tuple[str | None, str | None], bool]:
+        """Whether the reducer wants each kind of event in the batch (a batch holds few kinds)."""
+        if self._kind_set is None:
+            self._kind_set = set(self._kinds())
+        return {kind: reducer.wants_kind(*kind) for kind in self._kind_set}
+
+
+_client = itemgetter("client")
+_envelopes = itemgetter(1)
+
+
+def runs_for(reducer: Reducer, envelopes: list[dict], partition: int, offset: int,
+             student: str | None = None) -> list[Run]:
+    """The runs of one message a reducer wants (see `Batch`)."""
+    return Batch(partition, [(offset, student, envelopes)]).runs(reducer)
 
 
 def items_for(reducer: Reducer, envelopes: list[dict], partition: int, offset: int,
               student: str | None = None) -> list[Item]:
-    """The items of one message a reducer wants (see `Batch`)."""
+    """The envelopes of one message a reducer wants, one item each (see `Batch`)."""
     return Batch(partition, [(offset, student, envelopes)]).items(reducer)
 
 
@@ -116,82 +188,74 @@ class Folded:
     failures: list[Failure] = field(default_factory=list)
 
 
-async def fold(reducer: Reducer, items: Iterable[Item], entry_of: Callable[[str], dict | None]) -> Folded:
-    """Apply items in order to the current entries (`entry_of(key)`); return the new entries by key.
+async def fold(reducer: Reducer, runs: Iterable[Run], entry_of: Callable[[str], dict | None]) -> Folded:
+    """Apply runs in order to the current entries (`entry_of(key)`); return the new entries by key.
 
-    Keys are independent, so each key's items are folded together: its entry is read once and
-    built once, however many items it has. An item that returned `UNCHANGED` moves no mark and
-    makes no entry (a key whose items all did gets none): delivered again, it meets the state it
-    met the first time (reducers are pure), so it changes nothing again; and an entry depends only
-    on the items that changed it, however the items were batched."""
-    items = items if isinstance(items, list) else list(items)
-    by_key: dict[str, list[Item]] = {}
+    Keys are independent, so each key's runs are folded together: its entry is read once and
+    built once, however many events it has. A run's envelopes are at positions that grow (a
+    message's, in order), so the run is checked against its key's ``applied`` mark once. An event
+    that returned `UNCHANGED` moves no mark and makes no entry (a key whose events all did gets
+    none): delivered again, it meets the state it met the first time (reducers are pure), so it
+    changes nothing again; and an entry depends only on the events that changed it, however they
+    were batched."""
+    runs = runs if isinstance(runs, list) else list(runs)
+    by_key: dict[str, list[int]] = {}
     last_key, same_key = None, None
-    for item in items:
-        if item[0] != last_key:  # items of one key often come in a row (one message's)
-            last_key = item[0]
+    for place, run in enumerate(runs):
+        if run[0] != last_key:  # a key's runs often come in a row
+            last_key = run[0]
             same_key = by_key.get(last_key)
             if same_key is None:
                 same_key = by_key[last_key] = []
-        same_key.append(item)  # type: ignore[union-attr]
+        same_key.append(place)  # type: ignore[union-attr]
     folded = Folded()
-    function, settle = reducer.function, reducer.settle
-    applied = redelivered = 0
-    for key, same_key in by_key.items():
+    entries, failed = folded.changed, []
+    function, settle, fresh = reducer.function, reducer.settle, reducer.initial_state
+    redelivered = 0
+    for key, places in by_key.items():
         entry = entry_of(key)
-        state: Any = entry["state"] if entry else reducer.initial_state()
-        marks: dict[str, Any] = dict(entry["applied"]) if entry else {}
-        last = None
-        source, done = None, None  # the mark of the partition of the items at hand, kept out of `marks`
-        for item in same_key:
-            _, envelope, partition, offset, index = item
+        state: Any = entry["state"] if entry else fresh()
+        marks: dict[str, list[int]] = dict(entry["applied"]) if entry else {}  # the new entry's
+        last = None  # the place of the last run that changed the state
+        source, done = None, None  # the mark of the partition of the run at hand, kept out of `marks`
+        for place in places:
+            _, envelopes, partition, offset, indexes = runs[place]
             if partition != source:
                 if done is not None:
                     marks[source] = done  # type: ignore[index]
                 source, done = partition, marks.get(partition)
-            if done is not None and (offset < done[0] or (offset == done[0] and index <= done[1])):
-                redelivered += 1
-                continue  # applied before a restart, a rebalance or a rewind
-            try:
-                result = function(envelope, state)
-                if type(result) not in PLAIN_STATES and result is not UNCHANGED:  # an awaitable, or a pair
-                    result = await settle(result)
-            except Exception as exc:  # a researcher's function: its failure must not stop the stream
-                folded.failures.append(Failure(item, f"{type(exc).__name__}: {exc}"))
-                if entry is None and last is None:  # a key's state is a fresh copy until an event is applied
-                    state = reducer.initial_state()
-                continue
-            applied += 1
-            if result is UNCHANGED:
-                continue
-            state = result
-            done = (offset, index)
-            last = item
+            first = 0  # the position of the first envelope not applied yet
+            if done is not None and offset <= done[0]:  # applied before a restart, a rebalance or a rewind
+                if offset < done[0]:
+                    redelivered += len(envelopes)
+                    continue
+                first = done[1] + 1 if indexes is None else bisect_right(indexes, done[1])
+                redelivered += min(first, len(envelopes))
+            changed = None  # the position of the last envelope that changed the state
+            position = first - 1
+            for envelope in envelopes if first == 0 else envelopes[first:]:
+                position += 1
+                try:
+                    result = function(envelope, state)
+                    if type(result) not in PLAIN_STATES and result is not UNCHANGED:  # an awaitable, or a pair
+                        result = await settle(result)
+                except Exception as exc:  # a researcher's function: its failure must not stop the stream
+                    index = position if indexes is None else indexes[position]
+                    failed.append((place, position, Failure(Item(key, envelope, partition, offset, index),
+                                                            f"{type(exc).__name__}: {exc}")))
+                    if entry is None and last is None and changed is None:  # a fresh copy until an event is applied
+                        state = fresh()
+                    continue
+                if result is not UNCHANGED:
+                    state, changed = result, position
+            if changed is not None:
+                done = [offset, changed if indexes is None else indexes[changed]]
+                last = place
         if last is not None:
             marks[source] = done  # type: ignore[index]
-            folded.changed[key] = {
-                "state": state,
-                "offset": last.offset,
-                "partition": int(last.partition),
-                "applied": {partition: [mark[0], mark[1]] for partition, mark in marks.items()},
-            }
-    folded.applied, folded.redelivered = applied, redelivered
-    if len(folded.failures) > 1:
-        folded.failures = _in_order(folded.failures, items)
+            entries[key] = {"state": state, "offset": runs[last][3], "partition": int(runs[last][2]), "applied": marks}
+    events = sum(map(len, map(_envelopes, runs)))
+    folded.applied, folded.redelivered = events - redelivered - len(failed), redelivered
+    if failed:  # in the order of their events in the batch, not grouped by key
+        folded.failures = [failure for _, _, failure in sorted(failed, key=itemgetter(0, 1))]
     return folded
-
-
-def _in_order(failures: list[Failure], items: list[Item]) -> list[Failure]:
-    """Failures in the order of their items in the batch, not grouped by key (an item given twice
-    may fail twice: its n-th failure takes its n-th place)."""
-    places: dict[int, list[int]] = {}
-    for place, item in enumerate(items):
-        places.setdefault(id(item), []).append(place)
-    taken: dict[int, int] = {}
-
-    def place_of(failure: Failure) -> int:
-        n = taken.get(id(failure.item), 0)
-        taken[id(failure.item)] = n + 1
-        return places[id(failure.item)][n]
-
-    return [failure for _, failure in sorted((place_of(f), f) for f in failures)]

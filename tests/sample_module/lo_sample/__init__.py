@@ -1,4 +1,4 @@
-"""A small lo_stream module: per-document save counts, and a reducer that fails on purpose."""
+"""A small lo_stream module: per-document save counts, and reducers that fail on purpose."""
 
 from lo_stream import event_reducer, student_event_reducer
 
@@ -20,3 +20,10 @@ def class_activity(event, state):
     student = event["metadata"]["auth"]["safe_user_id"]
     students = state["students"] if student in state["students"] else sorted(state["students"] + [student])
     return {"events": state["events"] + 1, "students": students}
+
+
+@student_event_reducer(null_state={"events": 0, "deep": None}, events="word_count")
+def kept_detail(event, state):
+    """Keeps the last word count's ``deep`` field as it came: one that no JSON encoder writes back
+    (nested too deep) makes a state that cannot be stored."""
+    return {"events": state["events"] + 1, "deep": event["client"].get("deep")}
