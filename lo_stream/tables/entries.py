@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from itertools import repeat
 from operator import itemgetter
 from typing import Any, Callable, Iterable, NamedTuple
 
