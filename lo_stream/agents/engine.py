@@ -35,7 +35,6 @@ import logging
 import time
 from collections import Counter
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -311,7 +310,7 @@ class Engine:
         """Fold a batch's runs into a reducer's table partition and stage the changed entries."""
         table = self.tables[reducer.id]
         partition = tp.partition
-        folded = await fold(reducer, runs, partial(table.entry, partition))
+        folded = await fold(reducer, runs, table.reader(partition))
         self._applied[reducer.id].inc(folded.applied)
         self._redelivered[reducer.id].inc(folded.redelivered)
         for failure in folded.failures:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import orjson
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
@@ -133,10 +133,21 @@ class Table:
 
     def entry(self, partition: int, key: str) -> dict | None:
         """The current entry of a key in a partition this worker holds (a fresh copy)."""
-        value = self.pending[partition].get(key)
-        if value is None:
-            value = self.stores[partition].get(key)
-        return None if value is None else orjson.loads(value)
+        return self.reader(partition)(key)
+
+    def reader(self, partition: int) -> Callable[[str], dict | None]:
+        """`entry` for one partition, its pending entries and its store looked up once (the engine
+        reads a key of every reducer for every event)."""
+        pending, stored = self.pending[partition].get, self.stores[partition].get
+        loads = orjson.loads
+
+        def entry(key: str) -> dict | None:
+            value = pending(key)
+            if value is None:
+                value = stored(key)
+            return None if value is None else loads(value)
+
+        return entry
 
     def get(self, key: str) -> dict | None:
         """The entry of a key, or None when it has none or its partition is not held here."""
