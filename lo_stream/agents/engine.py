@@ -272,13 +272,14 @@ class Engine:
                     await self._apply(reducer, tp, runs, raw)
 
     async def _reduce_regrouped(self, reducer: Reducer, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
-        items: list[Item] = []
+        """Apply forwarded items (`_forward`), each as a run of its own."""
+        runs: list[Run] = []
         raw: dict[int, bytes] = {}
         for record in records:
             for item in orjson.loads(record.value):
-                items.append(Item(**item))
+                runs.append(Run(item["key"], [item["envelope"]], item["partition"], item["offset"], (item["index"],)))
                 raw[item["offset"]] = record.value
-        await self._apply(reducer, tp, runs_of(items), raw)
+        await self._apply(reducer, tp, runs, raw)
 
     async def _forward(self, reducer: Reducer, tp: TopicPartition, items: list[Item], raw: dict[int, bytes]) -> None:
         """Send a reducer's items to its repartition topic, one record per key, by the key's partition."""
