@@ -36,12 +36,12 @@ def entry(count: int) -> bytes:
 def test_a_staged_entry_is_read_at_once_and_stored_only_by_a_flush(settings, tmp_path):
     table = Table(settings, COUNTS, tmp_path / "tables")
     store = table.open(0)
-    table.stage(0, "s1", entry(1))
+    table.stage(0, {"s1": entry(1)})
     assert table.entry(0, "s1")["state"] == {"count": 1}
     assert store.get("s1") is None and store.checkpoint is None  # not acknowledged yet
     table.flush({0: 41})
     assert orjson.loads(store.get("s1"))["state"] == {"count": 1} and store.checkpoint == 41
-    table.stage(0, "s1", entry(2))
+    table.stage(0, {"s1": entry(2)})
     table.discard_pending()  # a failed commit
     assert table.entry(0, "s1")["state"] == {"count": 1}
     table.close_all()

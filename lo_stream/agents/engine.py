@@ -321,17 +321,18 @@ class Engine:
                 topic=self.events_topic, partition=int(failure.item.partition), offset=failure.item.offset,
                 key=failure.item.key, reducer=reducer.id, version=reducer.version, error=failure.error,
             )
-        changes = self._changes.setdefault((reducer.id, partition), {})
+        values: dict[str, bytes] = {}
+        dumps = orjson.dumps
         for key, entry in folded.changed.items():
             try:
-                value = orjson.dumps(entry)
+                values[key] = dumps(entry)
             except (TypeError, orjson.JSONEncodeError):
                 items = [item for run in runs if run.key == key for item in run.items()]
                 value = await self._apply_one_by_one(reducer, tp, items, raw)
-                if value is None:
-                    continue
-            table.stage(partition, key, value)
-            changes[key] = value
+                if value is not None:
+                    values[key] = value
+        table.stage(partition, values)
+        self._changes.setdefault((reducer.id, partition), {}).update(values)
 
     async def _apply_one_by_one(self, reducer: Reducer, tp: TopicPartition, items: list[Item],
                                 raw: dict[int, bytes]) -> bytes | None:

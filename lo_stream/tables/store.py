@@ -138,13 +138,13 @@ class Table:
     def reader(self, partition: int) -> Callable[[str], dict | None]:
         """`entry` for one partition, its pending entries and its store looked up once (the engine
         reads a key of every reducer for every event)."""
-        pending, stored = self.pending[partition].get, self.stores[partition].get
+        pending, stored = self.pending[partition].get, self.stores[partition].db.get
         loads = orjson.loads
 
         def entry(key: str) -> dict | None:
             value = pending(key)
             if value is None:
-                value = stored(key)
+                value = stored(key.encode())
             return None if value is None else loads(value)
 
         return entry
@@ -154,9 +154,10 @@ class Table:
         partition = key_partition(self.settings, self.reducer, key)
         return self.entry(partition, key) if partition in self.stores else None
 
-    def stage(self, partition: int, key: str, value: bytes) -> None:
-        """A new entry, readable at once, stored by the next `flush` (once its changelog record is acknowledged)."""
-        self.pending[partition][key] = value
+    def stage(self, partition: int, values: dict[str, bytes]) -> None:
+        """New entries by key, readable at once, stored by the next `flush` (once their changelog
+        records are acknowledged)."""
+        self.pending[partition].update(values)
 
     def flush(self, checkpoints: dict[int, int]) -> None:
         """Store the pending entries of every partition, with the offsets of their changelog records."""
