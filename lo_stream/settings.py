@@ -106,7 +106,8 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default=Path("~/.cache/lo_stream"), description="Downloaded Kafka jars.")
     table_memory_mb: int = Field(
         default=32, ge=4,
-        description="RocksDB memory of one table partition at most: half write buffers, half block cache. "
+        description="Memory of one table partition's store at most: half RocksDB write buffers, three eighths "
+        "block cache, an eighth the values it wrote last (answering reads without RocksDB). "
         "A worker holds one per table per partition it serves (active or standby).",
     )
 

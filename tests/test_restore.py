@@ -75,7 +75,7 @@ async def test_a_store_is_restored_from_its_changelog_from_its_checkpoint_on(set
         assert table.get(students[0])["state"] == {"count": 4}
         assert table.stores[0].checkpoint == last
         # A store ahead of its changelog (the topic was deleted and made again) is rebuilt.
-        table.stores[0].write([(b"ghost", entry(9))], checkpoint=10_000)
+        table.stores[0].write({"ghost": entry(9)}, checkpoint=10_000)
         table.close_all()
         table = Table(settings, COUNTS, tmp_path / "tables")
         assert await restore(settings, [table], [0]) == 14
@@ -87,7 +87,7 @@ async def test_a_store_is_restored_from_its_changelog_from_its_checkpoint_on(set
 
 async def test_a_table_read_waits_until_a_rebalance_has_restored_the_tables(settings, tmp_path, monkeypatch):
     table = Table(settings, COUNTS, tmp_path / "tables")
-    table.open(partition_of(settings, "s1")).write([(b"s1", entry(3))], checkpoint=0)
+    table.open(partition_of(settings, "s1")).write({"s1": entry(3)}, checkpoint=0)
     engine = SimpleNamespace(
         restored=asyncio.Event(), tables={COUNTS.id: table}, assignor=SimpleNamespace(url="http://worker-1:6066"),
     )

@@ -146,10 +146,10 @@ def test_table_memory_bounds_the_rocksdb_of_each_table_partition(tmp_path):
     settings = load_settings(data_dir=tmp_path, table_memory_mb=64)
     memory = StoreMemory.of(settings)
     megabyte = 1024 * 1024
-    assert memory == (16 * megabyte, 2, 32 * megabyte)  # RocksDB as Faust set it: 64 MB, 3 and 2 GB
+    assert memory == (16 * megabyte, 2, 24 * megabyte, 4 * megabyte)  # RocksDB as Faust set it: 64 MB, 3 and 2 GB
     table = Table(settings, next(iter(registry)), tmp_path / "tables")
     store = table.open(0)  # RocksDB takes them
-    assert store.db.property_int_value("rocksdb.block-cache-capacity") == 32 * megabyte
-    store.write([(b"s1", b"{}")], checkpoint=7)
+    assert store.db.property_int_value("rocksdb.block-cache-capacity") == 24 * megabyte
+    store.write({"s1": b"{}"}, checkpoint=7)
     assert (store.get("s1"), store.checkpoint) == (b"{}", 7)
     table.close_all()

@@ -50,7 +50,7 @@ from lo_stream.dead_letters import dead_letter_record
 from lo_stream.envelopes import MalformedEventError, decode_envelopes
 from lo_stream.reducers import Reducer
 from lo_stream.settings import Settings
-from lo_stream.tables import changelog_key, repartition_topic
+from lo_stream.tables import changelog_key, encode_entry, repartition_topic
 from lo_stream.tables.entries import Batch, Item, Run, fold, runs_of
 from lo_stream.tables.restore import restore
 from lo_stream.tables.store import Table
@@ -322,10 +322,9 @@ class Engine:
                 key=failure.item.key, reducer=reducer.id, version=reducer.version, error=failure.error,
             )
         values: dict[str, bytes] = {}
-        dumps = orjson.dumps
         for key, entry in folded.changed.items():
             try:
-                values[key] = dumps(entry)
+                values[key] = encode_entry(entry)
             except (TypeError, orjson.JSONEncodeError):
                 items = [item for run in runs if run.key == key for item in run.items()]
                 value = await self._apply_one_by_one(reducer, tp, items, raw)
@@ -347,7 +346,7 @@ class Engine:
             if entry is None:  # raised (dead-lettered already) or re-delivered
                 continue
             try:
-                stored = orjson.dumps(entry)
+                stored = encode_entry(entry)
             except (TypeError, orjson.JSONEncodeError) as exc:
                 self._failed[reducer.id].inc()
                 await self._dead_letter(tp.partition, "reducer state cannot be stored", item.envelope,

@@ -31,6 +31,7 @@ __all__ = [
     "changelog_key",
     "changelog_spec",
     "changelog_topic",
+    "encode_entry",
     "key_partition",
     "repartition_topic",
     "table_key",
@@ -60,6 +61,20 @@ def changelog_key(key: str) -> bytes:
     (b'"s1"', 's1')
     """
     return orjson.dumps(key)
+
+
+def encode_entry(entry: dict) -> bytes:
+    """A table value as stored and sent to the changelog (JSON), in a buffer of its own length.
+
+    orjson (3.12 on) returns its text in the buffer it wrote it into, 4 KB or more however short
+    the text; a worker keeps every entry changed since its last commit, and its stores the ones
+    they wrote last (`lo_stream.tables.store`), so each is copied out. Raises as `orjson.dumps`.
+
+    >>> value = encode_entry({"state": {"count": 1}})
+    >>> value, len(value)
+    (b'{"state":{"count":1}}', 21)
+    """
+    return bytes(memoryview(orjson.dumps(entry)))
 
 
 def table_key(record_key: bytes) -> str:

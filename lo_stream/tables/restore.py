@@ -68,7 +68,7 @@ async def restore(settings: Settings, tables: Iterable[Table], partitions: Itera
                 table, partition = wanted[tp]
                 store = table.stores[partition]
                 last = records[-1].offset if records else None
-                store.write(((table_key(r.key).encode(), r.value) for r in records if r.key is not None), last)
+                store.write({table_key(r.key): r.value for r in records if r.key is not None}, last)
                 applied += len(records)
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:

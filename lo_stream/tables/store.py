@@ -6,7 +6,8 @@ Responsibilities:
 2. keep the entries written since the last commit apart (``pending``) until Kafka has acknowledged
    their changelog records, then write them to RocksDB in one write batch per partition, together
    with the offset of the last changelog record they hold (the store's checkpoint);
-3. answer reads: the pending entry of a key if there is one, else the stored one.
+3. answer reads: the pending entry of a key if there is one, else the stored one, from the
+   values the store wrote last if it is among them (`PartitionStore.reader`), else from RocksDB.
 
 So a store never holds a value its changelog lacks: after a crash, restoring the changelog from
 the checkpoint on (`lo_stream.tables.restore`) gives back exactly what was acknowledged.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import Callable, NamedTuple
 
 import orjson
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
@@ -33,19 +34,22 @@ CHECKPOINT_KEY = b"\x00lo_stream:changelog-offset"
 
 
 class StoreMemory(NamedTuple):
-    """The memory bounds of one table partition's RocksDB, from `settings.table_memory_mb`: two write
-    buffers of a quarter each and a block cache of half. RocksDB's defaults as Faust set them
-    (3 x 64 MB buffers, a 2 GB cache) took stores for 5 tables on 4 partitions to 1.4 GB after 6M
-    writes, these to 0.6 GB at the same speed (`bench/table_memory.py`)."""
+    """The memory bounds of one table partition's store, from `settings.table_memory_mb`: two
+    RocksDB write buffers of a quarter each, a block cache of three eighths, and the values written
+    last kept for reads (`PartitionStore.reader`) in two generations of a sixteenth each. RocksDB's
+    defaults as Faust set them (3 x 64 MB buffers, a 2 GB cache) took stores for 5 tables on 4
+    partitions to 1.4 GB after 6M writes, a quarter and a half of the budget to 0.6 GB at the same
+    speed (`bench/table_memory.py`)."""
 
     write_buffer_size: int
     max_write_buffer_number: int
     block_cache_size: int
+    recent_bytes: int = 0  # of the values written last, per generation (0: none kept)
 
     @classmethod
     def of(cls, settings: Settings) -> "StoreMemory":
         budget = settings.table_memory_mb * MB
-        return cls(budget // 4, 2, budget // 2)
+        return cls(budget // 4, 2, budget * 3 // 8, budget // 16)
 
     def options(self) -> Options:
         options = Options(raw_mode=True)
@@ -62,14 +66,31 @@ class StoreMemory(NamedTuple):
         return options
 
 
-class PartitionStore:
-    """One table partition's RocksDB database and its checkpoint."""
+#: What a kept value costs beside its bytes (a dict slot and a bytes object), roughly.
+KEPT_VALUE_OVERHEAD = 100
+_ABSENT = object()
 
-    def __init__(self, path: Path, options: Options) -> None:
+
+class PartitionStore:
+    """One table partition's RocksDB database, its checkpoint, and the values it wrote last.
+
+    A key's value read back from RocksDB soon after it was written costs a search of the write
+    buffer's skip list, whose nodes have left the CPU's caches by then: with the 13 tables of the
+    `writing` module that search was a tenth of the worker. So the store keeps the values of its
+    last writes in two generations of at most `recent_bytes` each (the newer first; a write that
+    would overflow the newer makes it the older and starts a new one), and answers reads from them
+    when it can. Every value kept is the key's value in RocksDB: each write either lands in the
+    newer generation or, larger than a generation, clears both."""
+
+    def __init__(self, path: Path, options: Options, recent_bytes: int = 0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._options = options
         self.db = Rdict(str(path), options)
+        self._recent_bytes = recent_bytes
+        self._recent: dict[str, bytes | None] = {}  # None: deleted
+        self._older: dict[str, bytes | None] = {}
+        self._recent_size = 0
 
     @property
     def checkpoint(self) -> int | None:
@@ -78,24 +99,54 @@ class PartitionStore:
         return None if value is None else int(value)
 
     def get(self, key: str) -> bytes | None:
-        return self.db.get(key.encode())
+        return self.reader()(key)
 
-    def write(self, values: Iterable[tuple[bytes, bytes | None]], checkpoint: int | None) -> None:
-        """Write `values` (encoded keys; None deletes) and the checkpoint in one atomic batch."""
+    def reader(self) -> Callable[[str], bytes | None]:
+        """`get`, with RocksDB's bound once (for the reads of one fold: no write comes between)."""
+        stored = self.db.get
+
+        def value(key: str) -> bytes | None:
+            found = self._recent.get(key, _ABSENT)
+            if found is _ABSENT:
+                found = self._older.get(key, _ABSENT)
+                if found is _ABSENT:
+                    return stored(key.encode())
+            return found  # type: ignore[return-value]
+
+        return value
+
+    def write(self, values: dict[str, bytes | None], checkpoint: int | None) -> None:
+        """Write `values` by key (None deletes) and the checkpoint in one atomic batch."""
         batch = WriteBatch(raw_mode=True)
-        for key, value in values:
+        for key, value in values.items():
             if value is None:
-                batch.delete(key)
+                batch.delete(key.encode())
             else:
-                batch.put(key, value)
+                batch.put(key.encode(), value)
         if checkpoint is not None:
             batch.put(CHECKPOINT_KEY, str(checkpoint).encode())
         self.db.write(batch)
+        self._keep(values)
+
+    def _keep(self, written: dict[str, bytes | None]) -> None:
+        """Keep the values just written for reads (see the class), within the generations' bound."""
+        size = sum(map(len, filter(None, written.values()))) + KEPT_VALUE_OVERHEAD * len(written)
+        if size > self._recent_bytes:  # none kept (and none left that this write made stale)
+            self._forget()
+            return
+        if self._recent_size + size > self._recent_bytes:
+            self._older, self._recent, self._recent_size = self._recent, {}, 0
+        self._recent.update(written)
+        self._recent_size += size
+
+    def _forget(self) -> None:
+        self._recent, self._older, self._recent_size = {}, {}, 0
 
     def wipe(self) -> None:
         """Delete every value: the changelog it was built from is gone."""
         self.db.close()
         shutil.rmtree(self.path, ignore_errors=True)
+        self._forget()
         self.db = Rdict(str(self.path), self._options)
 
     def close(self) -> None:
@@ -111,13 +162,15 @@ class Table:
         self.name = reducer.table_name
         self.changelog = changelog_topic(settings, reducer)
         self._directory = directory
-        self._options = StoreMemory.of(settings).options()
+        self._memory = StoreMemory.of(settings)
+        self._options = self._memory.options()
         self.stores: dict[int, PartitionStore] = {}
         self.pending: dict[int, dict[str, bytes]] = {}
 
     def open(self, partition: int) -> PartitionStore:
         if partition not in self.stores:
-            self.stores[partition] = PartitionStore(self._directory / f"{self.name}-{partition}.db", self._options)
+            self.stores[partition] = PartitionStore(self._directory / f"{self.name}-{partition}.db", self._options,
+                                                    self._memory.recent_bytes)
             self.pending[partition] = {}
         return self.stores[partition]
 
@@ -138,13 +191,13 @@ class Table:
     def reader(self, partition: int) -> Callable[[str], dict | None]:
         """`entry` for one partition, its pending entries and its store looked up once (the engine
         reads a key of every reducer for every event)."""
-        pending, stored = self.pending[partition].get, self.stores[partition].db.get
+        pending, stored = self.pending[partition].get, self.stores[partition].reader()
         loads = orjson.loads
 
         def entry(key: str) -> dict | None:
             value = pending(key)
             if value is None:
-                value = stored(key.encode())
+                value = stored(key)
             return None if value is None else loads(value)
 
         return entry
@@ -164,8 +217,8 @@ class Table:
         for partition, pending in self.pending.items():
             checkpoint = checkpoints.get(partition)
             if pending or checkpoint is not None:
-                self.stores[partition].write(((key.encode(), value) for key, value in pending.items()), checkpoint)
-                pending.clear()
+                self.stores[partition].write(pending, checkpoint)
+                self.pending[partition] = {}
 
     def discard_pending(self) -> None:
         """Forget what was not stored: a failed commit goes back to the last one."""
