@@ -72,12 +72,17 @@ class Settings(BaseSettings):
         description="This worker's stable name in its consumer group (Kafka static membership): a worker "
         "restarted with the same id takes its partitions back at once. Empty: <host name>-<worker_port>.",
     )
-    batch_max_records: int = Field(default=5000, ge=1, description="Messages the engine takes per fetch, at most.")
+    batch_max_records: int = Field(default=20000, ge=1, description="Messages the engine takes per fetch, at most.")
     fold_max_events: int = Field(
         default=1000, ge=1,
-        description="Events folded at once: a fetch is decoded and folded in parts, each ending with the message "
-        "that brings it to this many events, so that a part's objects are folded and freed while they are in the "
-        "CPU's caches (a key's entry is read and written once per part).",
+        description="Events of messages of several events folded at once: a fetch is decoded and folded in parts, "
+        "each ending with the message that brings it to this many such events, so that a part's objects are folded "
+        "and freed while they are in the CPU's caches (a key's entry is read and written once per part).",
+    )
+    fold_max_messages: int = Field(
+        default=20000, ge=1,
+        description="Messages folded at once, at most: a part also ends with its this-many-th message, so that a "
+        "student's events sent one per message meet in one part (their entry read and written once for all).",
     )
     commit_interval: float = Field(
         default=0.5, gt=0, le=60,

@@ -83,10 +83,10 @@ async def test_installed_module_runs_and_every_table_is_exact(settings, sample_m
     assert "lo_sample.class_activity  v1  scope: class_id" in listing.stdout
     assert "lo_stream.writing.typing_speed" in listing.stdout
 
-    # Fetches folded in parts of a few events (the default folds a fetch of single events at once,
-    # which every other test runs): parts, packed messages among them, dead letters between
-    # them and regrouped scopes must give the very tables computed below.
-    settings = settings.model_copy(update={"fold_max_events": 5})
+    # Fetches folded in parts of a few events or messages (the default folds a fetch of single
+    # events at once, which every other test runs): parts, packed messages among them, dead
+    # letters between them and regrouped scopes must give the very tables computed below.
+    settings = settings.model_copy(update={"fold_max_events": 5, "fold_max_messages": 4})
     await ensure_topics(settings)
     messages, expected = classroom(students=60, events=4000, seed=7)
     malformed = [
@@ -155,8 +155,8 @@ async def test_poison_messages_are_dead_lettered_and_their_neighbours_counted(se
     is an object or a list, a tombstone, and an event nested 300 deep (it decodes, but no JSON
     encoder writes it back: the reducer that raises on it, the reducer whose state it makes
     unstorable and the class-scoped forward must still dead-letter it, with the bytes as sent).
-    Fetches are folded in parts of a few events, so the unstorable state spans parts."""
-    settings = settings.model_copy(update={"fold_max_events": 3})
+    Fetches are folded in parts of a few messages, so the unstorable state spans parts."""
+    settings = settings.model_copy(update={"fold_max_events": 3, "fold_max_messages": 3})
     await ensure_topics(settings)
     deep = b'{"d":' * 300 + b"1" + b"}" * 300  # orjson reads 1,024 levels, writes 255
     good = [(f"s{i % 10:03d}", envelope(f"s{i % 10:03d}", event="keystroke", timestamp=i, class_id="c1"))

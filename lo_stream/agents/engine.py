@@ -7,7 +7,7 @@ Responsibilities (one worker, one consumer group):
    that wants it, under the key of its scope (a reducer kept per student takes each message as
    one run), folding the batch per key in memory
    (`lo_stream.tables.entries.fold`, shared with offline mode and time travel), in parts of
-   about ``fold_max_events`` events;
+   about ``fold_max_events`` events of packed messages or ``fold_max_messages`` messages;
 3. forward the events of reducers not keyed by student to their repartition topic, keyed by
    their own key, one record per key per part;
 4. write each changed entry once per batch: staged in its table (readable at once) and one
@@ -236,9 +236,12 @@ class Engine:
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     async def _reduce_events(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
-        """Decode a partition's messages and reduce them in parts of about `fold_max_events` events:
-        a part's objects are made, folded and freed while they are still in the CPU's caches."""
-        limit = self.settings.fold_max_events
+        """Decode a partition's messages and reduce them in parts: a part ends with the message that
+        brings it to `fold_max_events` events of messages of several events (a part's objects are
+        made, folded and freed while they are still in the CPU's caches), or to `fold_max_messages`
+        messages (a student's events sent one per message meet in one part, and each key's entry
+        is read and written once for all of them)."""
+        limit, most = self.settings.fold_max_events, self.settings.fold_max_messages
         part: list[tuple[int, str, list[dict]]] = []
         events = first = 0
         for place, record in enumerate(records):
@@ -250,8 +253,9 @@ class Engine:
                                         partition=tp.partition, offset=record.offset, key=_printable_key(record.key))
                 continue
             part.append((record.offset, key, envelopes))
-            events += len(envelopes)
-            if events >= limit:
+            if len(envelopes) > 1:
+                events += len(envelopes)
+            if events >= limit or len(part) >= most:
                 await self._reduce_part(tp, part, records[first:place + 1])
                 part, events, first = [], 0, place + 1
         if part:
