@@ -38,8 +38,8 @@ class StoreMemory(NamedTuple):
     RocksDB write buffers of a quarter each, a block cache of three eighths, and the values written
     last kept for reads (`PartitionStore.reader`) in two generations of a sixteenth each. RocksDB's
     defaults as Faust set them (3 x 64 MB buffers, a 2 GB cache) took stores for 5 tables on 4
-    partitions to 1.4 GB after 6M writes, a quarter and a half of the budget to 0.6 GB at the same
-    speed (`bench/table_memory.py`)."""
+    partitions to 1.4 GB after 6M writes; bounds of 32 MB (then: write buffers and block cache of
+    half each) to 0.6 GB, at the same speed (`bench/table_memory.py`)."""
 
     write_buffer_size: int
     max_write_buffer_number: int
